@@ -1,0 +1,69 @@
+"""The single `findap-nemo` command: one subcommand per pipeline stage.
+
+Stages are imported lazily so `findap-nemo --help` (and stages that need no megatron-core, such as `eval`)
+start fast. Each stage module exposes ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). The module owns its options; see its docstring for details.
+STAGES: dict[str, tuple[str, str]] = {
+    "data": ("findap_nemo.data.cli", "build the blended CPT+IT dataset (Megatron .bin/.idx + manifest) from a data recipe"),
+    "train": ("findap_nemo.train.cli", "joint CPT+IT training of a Llama-architecture GPT on megatron-core (TP/PP/SP/DP)"),
+    "convert": ("findap_nemo.convert.cli", "convert checkpoints: hf-to-mcore, mcore-to-hf"),
+    "genrm": ("findap_nemo.genrm.cli", "sample solutions, judge them with a generative reward model (FAP/SCP), write preference pairs"),
+    "dpo": ("findap_nemo.dpo.cli", "preference training (DPO/IPO/RPO) on megatron-core with a frozen reference policy"),
+    "eval": ("findap_nemo.eval.cli", "FinEval: evaluate HF checkpoints on similar, novel, general and instruction-following tasks"),
+    "slurm": ("findap_nemo.slurm.cli", "render/submit sbatch jobs and stage pipelines, with auto-resume; job status"),
+    "plan": ("findap_nemo.plan.cli", "rank TP/PP/VPP/CP/DP layouts by estimated memory and step time for a cluster"),
+    "run": ("findap_nemo.pipeline.cli", "run the whole FinDAP pipeline (data -> train -> convert -> genrm -> dpo -> eval -> report)"),
+}
+
+
+class _LazyHelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="findap-nemo",
+        description="Domain-adaptive post-training for financial LLMs (FinDAP recipe) on megatron-core.",
+        epilog="Run `findap-nemo <stage> --help` for a stage's options. Configs are YAML; any key can be "
+        "overridden on the command line as a dotted assignment, e.g. `train.lr=1e-5 parallel.tensor_model_parallel_size=2`.",
+        formatter_class=_LazyHelpFormatter,
+    )
+    from findap_nemo import __version__
+
+    parser.add_argument("--version", action="version", version=f"findap-nemo {__version__}")
+    sub = parser.add_subparsers(dest="stage", metavar="<stage>")
+    for name, (module, help_text) in STAGES.items():
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_LazyHelpFormatter)
+        if name == stage:  # only import the stage that is actually used
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    stage = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(stage if stage in STAGES else None)
+    args = parser.parse_args(argv)
+    if args.stage is None:
+        parser.print_help()
+        return 2
+    from findap_nemo.config import ConfigError
+
+    module = importlib.import_module(STAGES[args.stage][0])
+    try:
+        return int(module.run(args) or 0)
+    except ConfigError as err:
+        print(f"findap-nemo {args.stage}: invalid configuration\n{err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

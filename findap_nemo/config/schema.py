@@ -1,0 +1,248 @@
+"""Config schemas shared by the megatron stages (train, dpo, convert).
+
+Key names follow Megatron-LM's arguments (``tensor_model_parallel_size``, ``micro_batch_size``, ...) so configs
+read like the launch scripts Megatron users already know.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+from findap_nemo.config.loader import Problems
+
+
+@dataclass
+class ModelConfig:
+    """Llama-architecture GPT shape (RMSNorm, SwiGLU, RoPE, GQA). ``preset`` loads configs/model/<preset>.yaml."""
+
+    preset: Optional[str] = None
+    num_layers: int = 2
+    hidden_size: int = 64
+    ffn_hidden_size: int = 176
+    num_attention_heads: int = 4
+    num_query_groups: int = 2  # GQA: number of KV heads
+    kv_channels: Optional[int] = None  # head dim; default hidden_size // num_attention_heads
+    vocab_size: int = 512  # the tokenizer's vocabulary; padded to make_vocab_size_divisible_by * TP in the model
+    make_vocab_size_divisible_by: int = 128
+    max_position_embeddings: int = 8192
+    rotary_base: float = 500000.0
+    rope_scaling: bool = False  # Llama 3.1 frequency scaling
+    rope_scaling_factor: float = 8.0
+    norm_epsilon: float = 1e-5
+    untie_embeddings_and_output_weights: bool = True
+    add_qkv_bias: bool = False  # Qwen2-style
+    init_method_std: float = 0.02
+    attention_dropout: float = 0.0
+    hidden_dropout: float = 0.0
+    # "auto": Transformer Engine layer spec when TE imports and a GPU is present, else megatron's local spec.
+    transformer_impl: str = "auto"
+    recompute_granularity: Optional[str] = None  # null | selective | full
+    recompute_method: Optional[str] = None  # uniform | block (full recompute)
+    recompute_num_layers: Optional[int] = None
+    tokenizer: Optional[str] = None  # HF tokenizer folder (chat template taken from it)
+
+    @property
+    def head_dim(self) -> int:
+        return self.kv_channels or self.hidden_size // self.num_attention_heads
+
+
+@dataclass
+class ParallelConfig:
+    tensor_model_parallel_size: int = 1
+    pipeline_model_parallel_size: int = 1
+    virtual_pipeline_model_parallel_size: Optional[int] = None
+    sequence_parallel: bool = False
+    context_parallel_size: int = 1
+    use_distributed_optimizer: bool = True
+    overlap_grad_reduce: bool = False
+    overlap_param_gather: bool = False
+
+
+@dataclass
+class PrecisionConfig:
+    # "auto": bf16 on GPU, fp32 on CPU (gloo has no fast bf16 path and the CPU kernels are slower in bf16).
+    params_dtype: str = "auto"  # auto | fp32 | bf16 | fp16
+    fp8: Optional[str] = None  # null | hybrid | e4m3  (Transformer Engine on Hopper only)
+    fp8_recipe: str = "delayed"  # delayed | tensorwise (current scaling) | mxfp8 | blockwise
+    fp8_margin: int = 0
+    fp8_amax_history_len: int = 1024
+    fp8_amax_compute_algo: str = "max"  # max | most_recent
+    fp8_param_gather: bool = False
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "adam"
+    lr: float = 5e-6  # FinDAP CPT+IT
+    min_lr: float = 0.0
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-8
+    clip_grad: float = 1.0
+    lr_warmup_fraction: Optional[float] = 0.1  # FinDAP: warmup proportion 0.1
+    lr_warmup_iters: int = 0  # used when lr_warmup_fraction is null
+    lr_decay_style: str = "cosine"  # cosine | linear | constant
+    lr_decay_iters: Optional[int] = None  # default: train_iters
+
+
+@dataclass
+class ScheduleConfig:
+    micro_batch_size: int = 1
+    global_batch_size: int = 16
+    seq_length: int = 8000  # FinDAP CPT+IT
+    train_iters: int = 1000
+    seed: int = 1234
+    eval_interval: Optional[int] = None
+    eval_iters: int = 1
+    log_interval: int = 1
+    exit_interval: Optional[int] = None  # stop (after saving) at this iteration: for tests and time-boxed jobs
+
+
+@dataclass
+class CheckpointConfig:
+    save: Optional[str] = None  # directory of iter_XXXXXXX checkpoints + latest pointer
+    load: Optional[str] = None  # resume from here (defaults to `save` when it has a checkpoint)
+    pretrained: Optional[str] = None  # initial weights only (e.g. a converted HF model); ignored when resuming
+    save_interval: Optional[int] = 1000
+    keep_last: Optional[int] = 2  # delete older checkpoints; null keeps all
+    save_on_signal: bool = True  # SIGUSR1/SIGTERM -> save at the next step boundary and exit (SLURM preemption)
+    save_optimizer: bool = True
+    finetune: bool = False  # load weights only, reset optimizer/iteration (e.g. DPO from a CPT+IT checkpoint)
+
+
+@dataclass
+class LoggingConfig:
+    tensorboard_dir: Optional[str] = None  # default: <checkpoint.save>/tensorboard
+    metrics_file: Optional[str] = None  # JSONL of per-step metrics; default <checkpoint.save>/metrics.jsonl
+    progress_bar: bool = True
+
+
+@dataclass
+class TrainDataConfig:
+    manifest: Optional[str] = None  # the data stage's manifest.json
+    mock: bool = False  # synthetic tokens (benchmarks, smoke tests)
+    num_workers: int = 0
+    reset_position_ids: bool = True  # positions restart at each packed document
+    reset_attention_mask: bool = False  # per-document attention isolation (GPU, TE THD) ; CPU uses a dense mask
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def validate_megatron(model: ModelConfig, parallel: ParallelConfig, precision: PrecisionConfig,
+                      sched: ScheduleConfig | None, world_size: int | None = None,
+                      problems: Problems | None = None) -> Problems:
+    """Layout checks shared by every megatron stage; adds to ``problems`` (created if None)."""
+    from findap_nemo.runtime import has_cuda, has_transformer_engine, is_hopper
+
+    p = problems or Problems()
+    tp, pp, cp = (parallel.tensor_model_parallel_size, parallel.pipeline_model_parallel_size,
+                  parallel.context_parallel_size)
+    ws = world_size or _world_size()
+    for key, val in (("parallel.tensor_model_parallel_size", tp), ("parallel.pipeline_model_parallel_size", pp),
+                     ("parallel.context_parallel_size", cp)):
+        p.check(val >= 1, key, val, "must be >= 1")
+    if min(tp, pp, cp) < 1:
+        return p
+    p.check(model.num_attention_heads % tp == 0, "model.num_attention_heads", model.num_attention_heads,
+            f"must be divisible by parallel.tensor_model_parallel_size={tp}; pick a TP that divides it")
+    p.check(model.num_query_groups % tp == 0, "model.num_query_groups", model.num_query_groups,
+            f"query groups (KV heads) must be divisible by tensor_model_parallel_size={tp}; use TP <= "
+            f"{model.num_query_groups} that divides it")
+    p.check(model.num_attention_heads % model.num_query_groups == 0, "model.num_query_groups",
+            model.num_query_groups, f"must divide num_attention_heads={model.num_attention_heads}")
+    vpp = parallel.virtual_pipeline_model_parallel_size
+    if vpp is not None:
+        p.check(pp > 1, "parallel.virtual_pipeline_model_parallel_size", vpp,
+                "virtual pipeline stages need pipeline_model_parallel_size > 1; set it to null")
+        p.check(model.num_layers % (pp * vpp) == 0, "model.num_layers", model.num_layers,
+                f"must be divisible by pipeline_model_parallel_size x virtual_pipeline_model_parallel_size = "
+                f"{pp}x{vpp}={pp * vpp}")
+    else:
+        p.check(model.num_layers % pp == 0, "model.num_layers", model.num_layers,
+                f"must be divisible by pipeline_model_parallel_size={pp}; choose PP among "
+                f"{[d for d in range(1, model.num_layers + 1) if model.num_layers % d == 0]}")
+    p.check(model.hidden_size % model.num_attention_heads == 0 or model.kv_channels is not None,
+            "model.hidden_size", model.hidden_size,
+            f"must be divisible by num_attention_heads={model.num_attention_heads} (or set model.kv_channels)")
+    p.check(ws % (tp * pp * cp) == 0, "parallel", f"TP{tp} x PP{pp} x CP{cp}",
+            f"the world size {ws} must be a multiple of TP x PP x CP = {tp * pp * cp}; change the layout or the "
+            f"number of processes (nodes x GPUs per node)")
+    dp = max(ws // (tp * pp * cp), 1)
+    if parallel.sequence_parallel:
+        p.check(tp > 1, "parallel.sequence_parallel", True, "sequence parallelism needs tensor_model_parallel_size > 1")
+    if sched is not None:
+        p.check(sched.micro_batch_size >= 1, "train.micro_batch_size", sched.micro_batch_size, "must be >= 1")
+        mbdp = sched.micro_batch_size * dp
+        p.check(sched.global_batch_size % max(mbdp, 1) == 0, "train.global_batch_size", sched.global_batch_size,
+                f"must be divisible by micro_batch_size x data-parallel size = {sched.micro_batch_size} x {dp} = {mbdp}")
+        if parallel.sequence_parallel:
+            p.check(sched.seq_length % tp == 0, "train.seq_length", sched.seq_length,
+                    f"with sequence_parallel the sequence length must be divisible by TP={tp}")
+        if cp > 1:
+            p.check(sched.seq_length % (2 * cp) == 0, "train.seq_length", sched.seq_length,
+                    f"with context parallelism it must be divisible by 2 x CP = {2 * cp}")
+        p.check(sched.seq_length <= model.max_position_embeddings, "train.seq_length", sched.seq_length,
+                f"exceeds model.max_position_embeddings={model.max_position_embeddings}")
+        if vpp is not None:
+            num_mb = sched.global_batch_size // max(mbdp, 1)
+            p.check(num_mb % pp == 0, "train.global_batch_size", sched.global_batch_size,
+                    f"the interleaved schedule needs the number of micro-batches ({num_mb}) divisible by PP={pp}")
+    if precision.fp8:
+        p.check(precision.fp8 in ("hybrid", "e4m3"), "precision.fp8", precision.fp8, "use hybrid or e4m3 (or null)")
+        p.check(has_cuda() and is_hopper(), "precision.fp8", precision.fp8,
+                "FP8 needs a Hopper (H100/H200) or newer GPU; set precision.fp8=null on this machine")
+        p.check(has_transformer_engine(), "precision.fp8", precision.fp8,
+                "FP8 needs Transformer Engine: install findap-nemo[gpu] or use an NVIDIA PyTorch container")
+        p.check(model.transformer_impl != "local", "model.transformer_impl", model.transformer_impl,
+                "FP8 runs through Transformer Engine layers; set model.transformer_impl=auto or transformer_engine")
+        p.check(precision.fp8_recipe in ("delayed", "tensorwise", "mxfp8", "blockwise"), "precision.fp8_recipe",
+                precision.fp8_recipe, "use delayed, tensorwise, mxfp8 or blockwise")
+    p.check(precision.params_dtype in ("auto", "fp32", "bf16", "fp16"), "precision.params_dtype",
+            precision.params_dtype, "use auto, fp32, bf16 or fp16")
+    if precision.params_dtype in ("bf16", "fp16") and not has_cuda():
+        p.add("precision.params_dtype", precision.params_dtype,
+              "half precision training needs a GPU; use auto or fp32 on CPU")
+    p.check(model.transformer_impl in ("auto", "local", "transformer_engine"), "model.transformer_impl",
+            model.transformer_impl, "use auto, local or transformer_engine")
+    if model.transformer_impl == "transformer_engine":
+        p.check(has_transformer_engine() and has_cuda(), "model.transformer_impl", "transformer_engine",
+                "Transformer Engine is not importable or no GPU is present; use auto")
+    if model.recompute_granularity is not None:
+        p.check(model.recompute_granularity in ("selective", "full"), "model.recompute_granularity",
+                model.recompute_granularity, "use selective, full or null")
+        if model.recompute_granularity == "full":
+            p.check(model.recompute_method in ("uniform", "block"), "model.recompute_method",
+                    model.recompute_method, "full recompute needs recompute_method uniform or block")
+    return p
+
+
+@dataclass
+class TrainJobConfig:
+    """`findap-nemo train`: joint CPT+IT training."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: ScheduleConfig = field(default_factory=ScheduleConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    data: TrainDataConfig = field(default_factory=TrainDataConfig)
+
+    def validate(self, world_size: int | None = None) -> None:
+        p = validate_megatron(self.model, self.parallel, self.precision, self.train, world_size)
+        p.check(self.train.train_iters >= 1, "train.train_iters", self.train.train_iters, "must be >= 1")
+        p.check(self.optim.lr > 0, "optim.lr", self.optim.lr, "must be > 0")
+        p.check(self.optim.lr_decay_style in ("cosine", "linear", "constant"), "optim.lr_decay_style",
+                self.optim.lr_decay_style, "use cosine, linear or constant")
+        p.check(self.data.mock or bool(self.data.manifest), "data.manifest", self.data.manifest,
+                "give the data stage's manifest.json (findap-nemo data ...) or set data.mock=true")
+        if self.data.manifest and not self.data.mock:
+            p.check(os.path.isfile(self.data.manifest), "data.manifest", self.data.manifest,
+                    "file not found; build it with `findap-nemo data --config <recipe>`")
+        p.raise_if_any()

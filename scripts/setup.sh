@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Set up a fresh machine: a virtualenv in .venv with the package, its test extras and (for the SLURM tests)
+# Debian's slurm-wlm + munge. CPU machines get the CPU torch wheel; GPU clusters use NVIDIA's containers instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# Pin torch first: an unpinned resolve can pull a multi-GB CUDA build (and never install torchvision beside it).
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+.venv/bin/python -m pip install -q "$TORCH_SPEC"
+TORCH_VERSION=$(.venv/bin/python -c 'import torch; print(torch.__version__.split("+")[0])')
+echo "torch==${TORCH_VERSION}" > .venv/torch-constraint.txt
+.venv/bin/python -m pip install -q -c .venv/torch-constraint.txt -e ".[test]"
+if [ "${FINDAP_SKIP_SLURM:-0}" != "1" ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  if ! command -v slurmctld >/dev/null; then
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      slurmctld slurmd slurm-client munge >/dev/null || echo "warning: could not install slurm-wlm; SLURM tests will fail" >&2
+  fi
+fi
+.venv/bin/findap-nemo --version
