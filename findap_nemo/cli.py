@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     stage = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(stage if stage in STAGES else None)
     args = parser.parse_args(argv)
+    args.argv = argv  # stages that re-launch themselves (torchrun) need the original command line
     if args.stage is None:
         parser.print_help()
         return 2

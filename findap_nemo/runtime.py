@@ -35,3 +35,7 @@ def has_transformer_engine() -> bool:
 def has_apex() -> bool:
     """NVIDIA apex (not PyPI's unrelated `apex`): detected by its fused kernels."""
     return importlib.util.find_spec("apex") is not None and importlib.util.find_spec("apex.normalization") is not None
+
+
+EXIT_REQUEUE = 75
+"""Exit code after a signal-triggered checkpoint (EX_TEMPFAIL): the SLURM script requeues the job on it."""

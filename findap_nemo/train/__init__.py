@@ -1,0 +1,1 @@
+"""Training on megatron-core: checkpointing, the generic trainer, and the joint CPT+IT stage."""

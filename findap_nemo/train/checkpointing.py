@@ -1,0 +1,226 @@
+"""megatron dist checkpoints (torch_dist): model, optimizer, scheduler, data position and RNG, written atomically.
+
+Layout (Megatron-LM's, so its tools recognise it)::
+
+    <dir>/iter_0000100/            one checkpoint (dist_checkpointing format, resharding-capable)
+    <dir>/latest_checkpointed_iteration.txt
+
+A checkpoint is first written as ``iter_0000100.tmp-<stamp>`` and renamed only after every rank finished, so a crash
+mid-save never leaves a directory that looks complete; the ``latest`` pointer moves last. Model tensors are stored by
+global name and shape (megatron ShardedTensors) so a checkpoint written at one TP/PP layout loads at another.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+TRACKER = "latest_checkpointed_iteration.txt"
+_ITER_RE = re.compile(r"^iter_(\d{7})$")
+
+
+def iter_dir(root: str | os.PathLike, iteration: int) -> Path:
+    return Path(root) / f"iter_{iteration:07d}"
+
+
+def list_checkpoints(root: str | os.PathLike) -> list[int]:
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in root.iterdir() if p.is_dir() and (m := _ITER_RE.match(p.name)))
+
+
+def latest_checkpoint(root: str | os.PathLike | None) -> Path | None:
+    """The newest complete checkpoint under ``root`` (the tracker file first, else the highest iter_ folder).
+
+    ``root`` may also point at one ``iter_XXXXXXX`` folder directly (e.g. an intermediate checkpoint to export).
+    """
+    if root is None:
+        return None
+    root = Path(root)
+    if _ITER_RE.match(root.name) and (root / "metadata.json").exists():
+        return root
+    tracker = root / TRACKER
+    if tracker.is_file():
+        text = tracker.read_text().strip()
+        if text.isdigit() and iter_dir(root, int(text)).is_dir():
+            return iter_dir(root, int(text))
+    its = list_checkpoints(root)
+    return iter_dir(root, its[-1]) if its else None
+
+
+def _rng_state() -> dict:
+    import random
+
+    import numpy as np
+    from megatron.core import tensor_parallel
+
+    return {
+        "random": random.getstate(),
+        "np": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+        "tracker": tensor_parallel.get_cuda_rng_tracker().get_states(),
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    import random
+
+    import numpy as np
+    from megatron.core import tensor_parallel
+
+    random.setstate(state["random"])
+    np.random.set_state(state["np"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+    tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
+
+
+def _rng_sharded_object(is_loading: bool):
+    """Per-rank RNG state as a ShardedObject indexed by (PP, TP, DP) rank, like Megatron-LM."""
+    from megatron.core import parallel_state as ps
+    from megatron.core.dist_checkpointing.mapping import ShardedObject
+
+    pp, tp, dp = ps.get_pipeline_model_parallel_rank(), ps.get_tensor_model_parallel_rank(), \
+        ps.get_data_parallel_rank(with_context_parallel=True)
+    shape = (ps.get_pipeline_model_parallel_world_size(), ps.get_tensor_model_parallel_world_size(),
+             ps.get_data_parallel_world_size(with_context_parallel=True))
+    return ShardedObject("rng_state", None if is_loading else _rng_state(), shape, (pp, tp, dp), replica_id=0)
+
+
+def model_sharded_state_dict(model_chunks) -> dict:
+    from findap_nemo.model.builder import unwrap
+
+    if len(model_chunks) == 1:
+        return {"model": unwrap(model_chunks[0]).sharded_state_dict()}
+    out = {}
+    for i, chunk in enumerate(model_chunks):
+        out[f"model{i}"] = unwrap(chunk).sharded_state_dict()
+    return out
+
+
+OPTIMIZER_SHARDING = "fully_reshardable"
+"""Distributed-optimizer state format: gathered per DP group into per-parameter tensors, so the optimizer (not only
+the weights) reshards to another TP/PP/DP layout on resume. ('dp_reshardable' is faster but DP-only.)"""
+
+
+def _sharded_state_dict(model_chunks, optimizer, *, is_loading: bool, with_rng: bool,
+                        optimizer_sharding: str = OPTIMIZER_SHARDING) -> dict:
+    sd = model_sharded_state_dict(model_chunks)
+    if optimizer is not None:
+        model_sd = {k: v for k, v in sd.items() if k.startswith("model")}
+        sd["optimizer"] = optimizer.sharded_state_dict(
+            model_sd, is_loading=is_loading, metadata={"distrib_optim_sharding_type": optimizer_sharding})
+    if with_rng:
+        sd["rng_state"] = _rng_sharded_object(is_loading)
+    return sd
+
+
+def _barrier() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def save_checkpoint(root: str | os.PathLike, iteration: int, model_chunks, optimizer=None, scheduler=None,
+                    extra: dict | None = None, keep_last: int | None = None) -> Path:
+    """Save on every rank; returns the final checkpoint folder. ``extra`` holds small common state (rank 0's)."""
+    from megatron.core import dist_checkpointing
+
+    root = Path(root)
+    final = iter_dir(root, iteration)
+    rank0 = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+    stamp = [f"{int(time.time() * 1000)}"]
+    if torch.distributed.is_initialized():
+        torch.distributed.broadcast_object_list(stamp, src=0)
+    tmp = root / f"{final.name}.tmp-{stamp[0]}"
+    if rank0:
+        tmp.mkdir(parents=True, exist_ok=True)
+    _barrier()
+    sd = _sharded_state_dict(model_chunks, optimizer, is_loading=False, with_rng=True)
+    sd["iteration"] = iteration
+    if scheduler is not None:
+        sd["scheduler"] = scheduler.state_dict()
+    sd["extra"] = extra or {}
+    dist_checkpointing.save(sd, str(tmp))
+    _barrier()
+    if rank0:
+        if final.exists():  # re-saving the same iteration (e.g. signal right after a periodic save)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        tracker_tmp = root / (TRACKER + ".tmp")
+        tracker_tmp.write_text(str(iteration))
+        os.replace(tracker_tmp, root / TRACKER)
+        if keep_last:
+            for old in list_checkpoints(root)[:-keep_last]:
+                shutil.rmtree(iter_dir(root, old), ignore_errors=True)
+        for stale in root.glob("iter_*.tmp-*"):  # leftovers of crashed saves
+            shutil.rmtree(stale, ignore_errors=True)
+    _barrier()
+    return final
+
+
+def _materialise_optimizer_states(optimizer) -> None:
+    """A never-stepped optimizer has no Adam states to load into; create them first, as Megatron-LM does."""
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        inner = getattr(opt, "optimizer", None)
+        if inner is None or len(inner.state) > 0:
+            continue
+        if getattr(opt, "init_state_fn", None) is not None:
+            opt.init_state_fn(inner, getattr(opt, "config", None))
+            # megatron's init for plain torch Adam creates exp_avg/exp_avg_sq but no 'step' (KeyError on load).
+            for state in inner.state.values():
+                state.setdefault("step", torch.tensor(0.0))
+        elif hasattr(opt, "_init_optimizer_states_with_dummy_values"):
+            opt._init_optimizer_states_with_dummy_values()
+
+
+def load_checkpoint(path: str | os.PathLike, model_chunks, optimizer=None, scheduler=None, *,
+                    load_rng: bool = True, strict: bool = True) -> tuple[int, dict]:
+    """Load a checkpoint folder (or the latest under a root) into the given chunks; returns (iteration, extra).
+
+    With ``optimizer=None`` only weights are loaded (fine-tuning start, export, reference policy). The RNG state is
+    restored only when the layout matches the one that saved it (else the fresh seeds stay).
+    """
+    from megatron.core import dist_checkpointing
+    from megatron.core.dist_checkpointing.validation import StrictHandling
+
+    ckpt = latest_checkpoint(path)
+    if ckpt is None:
+        raise FileNotFoundError(f"no checkpoint under {path} (expected iter_XXXXXXX folders or {TRACKER})")
+    common = dist_checkpointing.load_common_state_dict(str(ckpt))
+    if optimizer is not None:
+        _materialise_optimizer_states(optimizer)
+    has_rng = load_rng and optimizer is not None
+    sd = _sharded_state_dict(model_chunks, optimizer, is_loading=True, with_rng=has_rng)
+    strict_mode = StrictHandling.RAISE_ALL if strict else StrictHandling.LOG_UNEXPECTED
+    try:
+        state = dist_checkpointing.load(sd, str(ckpt), strict=strict_mode)
+    except Exception as err:  # most often: a different model shape than the checkpoint's
+        if has_rng and "rng_state" in str(err):
+            sd.pop("rng_state")
+            state = dist_checkpointing.load(sd, str(ckpt), strict=strict_mode)
+        else:
+            raise RuntimeError(f"could not load checkpoint {ckpt}: {err}") from err
+    if isinstance(state, tuple):
+        state = state[0]
+    from findap_nemo.model.builder import unwrap
+
+    if len(model_chunks) == 1:
+        unwrap(model_chunks[0]).load_state_dict(state["model"], strict=strict)
+    else:
+        for i, chunk in enumerate(model_chunks):
+            unwrap(chunk).load_state_dict(state[f"model{i}"], strict=strict)
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and "scheduler" in common:
+            scheduler.load_state_dict(common["scheduler"])
+        if "rng_state" in state and state["rng_state"] is not None:
+            _set_rng_state(state["rng_state"])
+    return int(common.get("iteration", 0)), dict(common.get("extra", {}))
