@@ -199,7 +199,9 @@ def load_checkpoint(path: str | os.PathLike, model_chunks, optimizer=None, sched
         _materialise_optimizer_states(optimizer)
     has_rng = load_rng and optimizer is not None
     sd = _sharded_state_dict(model_chunks, optimizer, is_loading=True, with_rng=has_rng)
-    strict_mode = StrictHandling.RAISE_ALL if strict else StrictHandling.LOG_UNEXPECTED
+    # Checkpoint entries we do not ask for (optimizer, RNG when loading weights only) are fine; tensors the model
+    # needs but the checkpoint lacks are an error (unless strict=False).
+    strict_mode = StrictHandling.RAISE_UNEXPECTED if strict else StrictHandling.LOG_UNEXPECTED
     try:
         state = dist_checkpointing.load(sd, str(ckpt), strict=strict_mode)
     except Exception as err:  # most often: a different model shape than the checkpoint's
