@@ -47,7 +47,15 @@ def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+# Known, harmless notices from megatron-core on machines without apex/TE; hidden so real warnings stand out.
+_QUIET = r".*(Apex is not installed|Transformer Engine and Apex are not installed|full scope is deprecated|" \
+         r"Transformer Engine is not installed).*"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    warnings.filterwarnings("ignore", message=_QUIET)
     argv = list(sys.argv[1:] if argv is None else argv)
     stage = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(stage if stage in STAGES else None)

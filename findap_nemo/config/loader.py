@@ -79,10 +79,11 @@ def _preset(name: str) -> dict:
 
 
 def load_config(schema: type[T], path: str | os.PathLike | None = None, overrides: Iterable[str] = (),
-                base: dict | None = None) -> T:
+                base: dict | None = None, *, world_size: int | None = None) -> T:
     """Build a validated config object of dataclass type ``schema``.
 
     ``base`` is an optional mapping merged before the file (used by the pipeline to hand a stage its section).
+    ``world_size`` (default: $WORLD_SIZE or 1) is passed to validators that check layouts against it.
     Returns a plain dataclass instance (not a DictConfig), so code downstream gets attribute access and types.
     """
     layers: list[Any] = []
@@ -107,7 +108,12 @@ def load_config(schema: type[T], path: str | os.PathLike | None = None, override
         raise ConfigError(f"{key or '?'}{where}: {msg}") from err
     validate = getattr(obj, "validate", None)
     if callable(validate):
-        validate()
+        import inspect
+
+        if "world_size" in inspect.signature(validate).parameters:
+            validate(world_size=world_size)
+        else:
+            validate()
     return obj
 
 

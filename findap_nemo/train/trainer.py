@@ -283,6 +283,10 @@ class Trainer:
             peak = H100_PEAK_TFLOPS["fp8" if self.cfg.precision.fp8 else "bf16"]
             out.update(tflops_per_gpu=tflops, mfu=tflops / peak,
                        peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30)
+        else:
+            import resource
+
+            out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         return out
 
     # ------------------------------------------------------------------ checkpoints

@@ -1,0 +1,109 @@
+"""Config loading and up-front validation: every error names the key, the value and a fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from findap_nemo import runtime
+from findap_nemo.config import ConfigError, load_config
+from findap_nemo.config.schema import TrainJobConfig
+
+TINY = "configs/train/tiny_cpu.yaml"
+
+
+def load(*overrides, world_size=None):
+    return load_config(TrainJobConfig, TINY, overrides, world_size=world_size)
+
+
+def errors(*overrides, world_size=None) -> str:
+    with pytest.raises(ConfigError) as exc:
+        load(*overrides, world_size=world_size)
+    return str(exc.value)
+
+
+def test_preset_and_overrides_merge():
+    cfg = load("train.train_iters=7", "optim.lr=1e-4", "model.num_layers=8")
+    assert cfg.train.train_iters == 7 and cfg.optim.lr == 1e-4
+    assert cfg.model.num_layers == 8 and cfg.model.hidden_size == 64  # rest from the tiny preset
+    assert cfg.model.rotary_base == 500000.0 and cfg.model.untie_embeddings_and_output_weights
+
+
+def test_llama3_presets_have_the_real_shapes():
+    cfg = load_config(TrainJobConfig, None, ["model.preset=llama3-8b", "data.mock=true"])
+    m = cfg.model
+    assert (m.num_layers, m.hidden_size, m.ffn_hidden_size, m.num_attention_heads, m.num_query_groups,
+            m.vocab_size) == (32, 4096, 14336, 32, 8, 128256)
+    cfg = load_config(TrainJobConfig, None, ["model.preset=llama3-70b", "data.mock=true"])
+    m = cfg.model
+    assert (m.num_layers, m.hidden_size, m.ffn_hidden_size, m.num_attention_heads, m.num_query_groups) == \
+        (80, 8192, 28672, 64, 8)
+
+
+@pytest.mark.parametrize("overrides,world,needle", [
+    (["parallel.tensor_model_parallel_size=3"], 3, "model.num_attention_heads=4: must be divisible by parallel.tensor_model_parallel_size=3"),
+    (["parallel.tensor_model_parallel_size=4"], 4, "model.num_query_groups=2: query groups (KV heads) must be divisible"),
+    (["parallel.pipeline_model_parallel_size=3"], 3, "model.num_layers=4: must be divisible by pipeline_model_parallel_size=3"),
+    (["parallel.pipeline_model_parallel_size=2", "parallel.virtual_pipeline_model_parallel_size=4"], 2,
+     "must be divisible by pipeline_model_parallel_size x virtual_pipeline_model_parallel_size"),
+    (["parallel.virtual_pipeline_model_parallel_size=2"], 1, "virtual pipeline stages need pipeline_model_parallel_size > 1"),
+    (["train.global_batch_size=6", "train.micro_batch_size=4"], 1, "train.global_batch_size=6: must be divisible by micro_batch_size x data-parallel size"),
+    (["train.global_batch_size=6", "train.micro_batch_size=2"], 4, "must be divisible by micro_batch_size x data-parallel size = 2 x 4 = 8"),
+    (["parallel.tensor_model_parallel_size=2", "parallel.sequence_parallel=true", "train.seq_length=63"], 2,
+     "train.seq_length=63: with sequence_parallel the sequence length must be divisible by TP=2"),
+    (["parallel.sequence_parallel=true"], 1, "sequence parallelism needs tensor_model_parallel_size > 1"),
+    (["parallel.tensor_model_parallel_size=2"], 3, "the world size 3 must be a multiple of TP x PP x CP = 2"),
+    (["precision.fp8=hybrid"], 1, "FP8 needs a Hopper (H100/H200) or newer GPU"),
+    (["precision.fp8=hybrid"], 1, "FP8 needs Transformer Engine"),
+    (["precision.params_dtype=bf16"], 1, "half precision training needs a GPU"),
+    (["train.seq_length=9000"], 1, "exceeds model.max_position_embeddings=4096"),
+    (["data.mock=false"], 1, "data.manifest=None: give the data stage's manifest.json"),
+    (["data.mock=false", "data.manifest=/nonexistent/manifest.json"], 1, "file not found"),
+    (["optim.lr_decay_style=step"], 1, "use cosine, linear or constant"),
+    (["model.recompute_granularity=full"], 1, "full recompute needs recompute_method uniform or block"),
+])
+def test_validation_errors(overrides, world, needle):
+    assert needle in errors(*overrides, world_size=world)
+
+
+def test_all_problems_reported_at_once():
+    msg = errors("parallel.tensor_model_parallel_size=3", "parallel.pipeline_model_parallel_size=3", world_size=9)
+    assert "num_attention_heads" in msg and "num_layers" in msg
+
+
+def test_fp8_accepted_on_hopper_with_te(monkeypatch):
+    from findap_nemo.config import schema  # noqa: F401 - validate imports runtime lazily
+
+    monkeypatch.setattr(runtime, "has_cuda", lambda: True)
+    monkeypatch.setattr(runtime, "is_hopper", lambda: True)
+    monkeypatch.setattr(runtime, "has_transformer_engine", lambda: True)
+    cfg = load("precision.fp8=hybrid", "precision.fp8_recipe=tensorwise", "precision.params_dtype=bf16")
+    assert cfg.precision.fp8 == "hybrid"
+    assert "fp8_recipe" in errors("precision.fp8=hybrid", "precision.fp8_recipe=nope", "precision.params_dtype=bf16")
+    assert "model.transformer_impl" in errors("precision.fp8=hybrid", "model.transformer_impl=local",
+                                              "precision.params_dtype=bf16")
+
+
+def test_unknown_key_and_bad_type_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="train.trian_iters"):
+        load("train.trian_iters=5")
+    with pytest.raises(ConfigError, match="train.train_iters"):
+        load("train.train_iters=many")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  train_iters: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml line \d+"):
+        load_config(TrainJobConfig, bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(TrainJobConfig, tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="expected a dotted assignment"):
+        load_config(TrainJobConfig, TINY, ["train.train_iters"])
+    with pytest.raises(ConfigError, match="no such preset"):
+        load_config(TrainJobConfig, TINY, ["model.preset=llama9"])
+
+
+def test_cli_reports_config_errors_without_traceback():
+    from helpers import cli
+
+    proc = cli("train", "--config", TINY, "parallel.tensor_model_parallel_size=3", check=False)
+    assert proc.returncode == 2
+    assert "invalid configuration" in proc.stderr and "num_attention_heads" in proc.stderr
+    assert "Traceback" not in proc.stderr
