@@ -159,3 +159,15 @@ def test_reshard_tp2_to_pp2_loads_identical_weights(tmp_path):
     assert a.keys() == b.keys() and len(a) > 10
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.slow
+def test_resume_in_another_layout(init_ckpt, reference, tmp_path):
+    """Weights AND optimizer state reshard: stop a DP2 run half way, finish it as TP2; the curve stays on TP1's."""
+    save = tmp_path / "run"
+    base = [*CONFIG, *COMMON, f"train.train_iters={ITERS}", f"checkpoint.save={save}",
+            f"checkpoint.pretrained={init_ckpt}"]
+    cli("train", "--nproc-per-node", "2", *base, f"train.exit_interval={ITERS // 2}")
+    cli("train", "--nproc-per-node", "2", *base, "parallel.tensor_model_parallel_size=2")
+    losses = [m["lm_loss"] for m in metrics(save / "metrics.jsonl")]
+    assert losses == pytest.approx(reference, rel=2e-5, abs=2e-5)

@@ -83,6 +83,13 @@ def _set_rng_state(state: dict) -> None:
     tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
 
 
+def _layout() -> list[int]:
+    from megatron.core import parallel_state as ps
+
+    return [ps.get_pipeline_model_parallel_world_size(), ps.get_tensor_model_parallel_world_size(),
+            ps.get_data_parallel_world_size(with_context_parallel=True)]
+
+
 def _rng_sharded_object(is_loading: bool):
     """Per-rank RNG state as a ShardedObject indexed by (PP, TP, DP) rank, like Megatron-LM."""
     from megatron.core import parallel_state as ps
@@ -145,6 +152,7 @@ def save_checkpoint(root: str | os.PathLike, iteration: int, model_chunks, optim
     _barrier()
     sd = _sharded_state_dict(model_chunks, optimizer, is_loading=False, with_rng=True)
     sd["iteration"] = iteration
+    sd["layout"] = _layout()  # [PP, TP, DP]: per-rank RNG state is restored only into the same layout
     if scheduler is not None:
         sd["scheduler"] = scheduler.state_dict()
     sd["extra"] = extra or {}
@@ -197,7 +205,7 @@ def load_checkpoint(path: str | os.PathLike, model_chunks, optimizer=None, sched
     common = dist_checkpointing.load_common_state_dict(str(ckpt))
     if optimizer is not None:
         _materialise_optimizer_states(optimizer)
-    has_rng = load_rng and optimizer is not None
+    has_rng = load_rng and optimizer is not None and common.get("layout") == _layout()
     sd = _sharded_state_dict(model_chunks, optimizer, is_loading=True, with_rng=has_rng)
     # Checkpoint entries we do not ask for (optimizer, RNG when loading weights only) are fine; tensors the model
     # needs but the checkpoint lacks are an error (unless strict=False).
@@ -205,11 +213,7 @@ def load_checkpoint(path: str | os.PathLike, model_chunks, optimizer=None, sched
     try:
         state = dist_checkpointing.load(sd, str(ckpt), strict=strict_mode)
     except Exception as err:  # most often: a different model shape than the checkpoint's
-        if has_rng and "rng_state" in str(err):
-            sd.pop("rng_state")
-            state = dist_checkpointing.load(sd, str(ckpt), strict=strict_mode)
-        else:
-            raise RuntimeError(f"could not load checkpoint {ckpt}: {err}") from err
+        raise RuntimeError(f"could not load checkpoint {ckpt}: {err}") from err
     if isinstance(state, tuple):
         state = state[0]
     from findap_nemo.model.builder import unwrap
