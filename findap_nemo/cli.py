@@ -43,7 +43,9 @@ def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
     for name, (module, help_text) in STAGES.items():
         p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_LazyHelpFormatter)
         if name == stage:  # only import the stage that is actually used
-            importlib.import_module(module).add_arguments(p)
+            mod = importlib.import_module(module)
+            mod.add_arguments(p)
+            p.epilog = mod.__doc__
     return parser
 
 

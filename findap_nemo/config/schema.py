@@ -242,6 +242,12 @@ class TrainJobConfig:
                 self.optim.lr_decay_style, "use cosine, linear or constant")
         p.check(self.data.mock or bool(self.data.manifest), "data.manifest", self.data.manifest,
                 "give the data stage's manifest.json (findap-nemo data ...) or set data.mock=true")
+        if self.data.reset_attention_mask:
+            from findap_nemo.model.builder import use_te
+
+            p.check(not use_te(self.model), "data.reset_attention_mask", True,
+                    "per-document attention isolation is implemented as a dense mask for megatron's local layers; "
+                    "with Transformer Engine set it to false (positions still reset) or model.transformer_impl=local")
         if self.data.manifest and not self.data.mock:
             p.check(os.path.isfile(self.data.manifest), "data.manifest", self.data.manifest,
                     "file not found; build it with `findap-nemo data --config <recipe>`")

@@ -18,6 +18,8 @@ from findap_nemo.launch import add_launch_arguments, maybe_relaunch
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="training YAML (see configs/train/)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.train_iters=100 optim.lr=1e-5")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the fully resolved config (defaults + preset + file + overrides) and exit")
     add_launch_arguments(p)
 
 
@@ -54,6 +56,15 @@ def check_vocab(cfg) -> None:
 
 
 def run(args) -> int:
+    if args.print_config:
+        import yaml
+
+        from findap_nemo.config import config_to_dict, load_config
+        from findap_nemo.config.schema import TrainJobConfig
+
+        print(yaml.safe_dump(config_to_dict(load_config(TrainJobConfig, args.config, args.overrides)),
+                             sort_keys=False))
+        return 0
     code = maybe_relaunch(args, args.argv)
     if code is not None:
         return code
