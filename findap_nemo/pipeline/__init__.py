@@ -1,0 +1,1 @@
+"""The main job: every FinDAP stage in order, in one run directory, with a report."""
