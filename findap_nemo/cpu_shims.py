@@ -254,6 +254,17 @@ def _gather_optimizer_state_over_gloo():
     cls.get_parameter_state_dp_zero = get_parameter_state_dp_zero
 
 
+def cpu_transformer_config() -> dict:
+    """TransformerConfig values the CPU (gloo) path needs; merged by the model builder when CUDA is absent.
+
+    ``batch_p2p_comm=False``: megatron batches pipeline send/recv with ``batch_isend_irecv``, which gloo runs as
+    unordered individual ops; in the interleaved (virtual pipeline) schedule, once backward passes overlap with
+    forward passes, activations arrive in the wrong buffers and later micro-batches silently compute different
+    losses (1e-4 off a PP1 run on the same weights). Unbatched p2p is exact.
+    """
+    return {"batch_p2p_comm": False}
+
+
 def apply_cpu_shims() -> bool:
     """Patch megatron-core for a CUDA-less torch. Returns True when applied (no-op on GPU machines)."""
     global _APPLIED

@@ -47,6 +47,7 @@ LAYOUTS = {
     "pp2": ["parallel.pipeline_model_parallel_size=2"],
     "tp2_sp": ["parallel.tensor_model_parallel_size=2", "parallel.sequence_parallel=true"],
     "dp2_distopt": ["parallel.use_distributed_optimizer=true"],
+    "pp2_vpp2": ["parallel.pipeline_model_parallel_size=2", "parallel.virtual_pipeline_model_parallel_size=2"],
 }
 
 

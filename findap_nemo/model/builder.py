@@ -89,6 +89,10 @@ def transformer_config(model: ModelConfig, parallel: ParallelConfig, precision: 
                       fp8_amax_history_len=precision.fp8_amax_history_len,
                       fp8_amax_compute_algo=precision.fp8_amax_compute_algo,
                       fp8_param=precision.fp8_param_gather)
+    if not cuda:
+        from findap_nemo.cpu_shims import cpu_transformer_config
+
+        kwargs.update(cpu_transformer_config())
     known = {f.name for f in dataclasses.fields(TransformerConfig)}
     return TransformerConfig(**{k: v for k, v in kwargs.items() if k in known})
 

@@ -183,8 +183,9 @@ class Trainer:
 
         nmb = self.num_microbatches
         start = self.consumed[split]
-        it = self._microbatches(split, start, nmb)
-        data_iter = [it] * len(self.model) if len(self.model) > 1 else it
+        # With virtual pipeline stages every model chunk consumes the micro-batches through its own iterator.
+        its = [self._microbatches(split, start, nmb) for _ in self.model]
+        data_iter = its if len(its) > 1 else its[0]
         fbf = get_forward_backward_func()
         outputs = fbf(forward_step_func=self.forward_step, data_iterator=data_iter, model=self.model,
                       num_microbatches=nmb, seq_length=self.cfg.train.seq_length, micro_batch_size=self.mbs,
