@@ -1,0 +1,256 @@
+"""Inference backends: Hugging Face transformers (CPU/GPU, batched) and vLLM when installed.
+
+Both take token ids (so prompts are tokenised once, the same way, whichever backend runs them), decode greedily
+and score continuations by log-likelihood. Batches are sorted by length to waste little padding; results come
+back in request order.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Generation:
+    text: str
+    num_tokens: int  # generated tokens up to and without the stop token
+    truncated_prompt: bool = False  # the prompt was cut from the left to fit the context
+
+
+@dataclass
+class LoglikResult:
+    logprob: float  # sum of log p(continuation token | prefix)
+    num_tokens: int
+    is_greedy: bool  # every continuation token is the argmax
+    truncated_prompt: bool = False
+
+
+def has_vllm() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def _torch_dtype(name: str, on_gpu: bool):
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if on_gpu else torch.float32
+    return {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+            "fp16": torch.float16, "float16": torch.float16}[name]
+
+
+class HFBackend:
+    """``AutoModelForCausalLM`` in eval mode; left-padded batches with explicit position ids."""
+
+    name = "hf"
+
+    def __init__(self, path: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 8,
+                 max_length: Optional[int] = None, device_map: Optional[str] = None, seed: int = 0,
+                 tokenizer=None):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from findap_nemo.tokenizer import load_tokenizer, stop_token_ids
+
+        torch.manual_seed(seed)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.tokenizer = tokenizer or load_tokenizer(path)
+        import transformers
+        from packaging.version import Version
+
+        # transformers renamed torch_dtype -> dtype in 4.56
+        key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+        kwargs = {key: _torch_dtype(dtype, self.device.type == "cuda")}
+        if device_map:
+            kwargs["device_map"] = device_map
+        self.model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        if not device_map:
+            self.model.to(self.device)
+        else:
+            self.device = next(self.model.parameters()).device
+        self.model.eval()
+        self.batch_size = batch_size
+        cfg_len = getattr(self.model.config, "max_position_embeddings", None) or 4096
+        self.max_length = min(max_length or cfg_len, cfg_len)
+        self.stop_ids = stop_token_ids(self.tokenizer)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
+
+    def _left_pad(self, seqs: list[list[int]]):
+        import torch
+
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[i, width - len(s):] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        return ids.to(self.device), mask.to(self.device), pos.to(self.device)
+
+    def generate(self, prompts: list[list[int]], max_new_tokens: int, progress=None) -> list[Generation]:
+        import torch
+
+        budget = max(self.max_length - max_new_tokens, 1)
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        out: list[Optional[Generation]] = [None] * len(prompts)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            seqs = [prompts[i][-budget:] for i in idx]
+            ids, mask, _ = self._left_pad(seqs)
+            with torch.inference_mode():
+                gen = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                          do_sample=False, num_beams=1, eos_token_id=self.stop_ids,
+                                          pad_token_id=self.pad_id)
+            new = gen[:, ids.shape[1]:].tolist()
+            for j, i in enumerate(idx):
+                toks = new[j]
+                cut = next((k for k, t in enumerate(toks) if t in self.stop_ids), len(toks))
+                toks = toks[:cut]
+                out[i] = Generation(self.tokenizer.decode(toks, skip_special_tokens=True), len(toks),
+                                    len(prompts[i]) > budget)
+            if progress is not None:
+                progress.update(len(idx))
+        return out  # type: ignore[return-value]
+
+    def loglik(self, requests: list[tuple[list[int], list[int]]], progress=None) -> list[LoglikResult]:
+        import torch
+
+        order = sorted(range(len(requests)), key=lambda i: -(len(requests[i][0]) + len(requests[i][1])))
+        out: list[Optional[LoglikResult]] = [None] * len(requests)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            seqs, conts, cut = [], [], []
+            for i in idx:
+                ctx, cont = requests[i]
+                full = (ctx + cont)[-self.max_length:]
+                seqs.append(full)
+                conts.append(cont)
+                cut.append(len(ctx) + len(cont) > self.max_length)
+            ids, mask, pos = self._left_pad(seqs)
+            keep = max(len(c) for c in conts) + 1
+            with torch.inference_mode():
+                try:  # only the continuation's logits: B x keep x vocab, not B x T x vocab
+                    logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                                        logits_to_keep=keep).logits
+                except TypeError:  # transformers < 4.50
+                    logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+                logits = logits[:, -keep:, :].float()
+            logp = torch.log_softmax(logits[:, :-1, :], dim=-1)  # position k predicts token k+1 of the kept tail
+            for j, i in enumerate(idx):
+                c = conts[j]
+                n = len(c)
+                rows = logp[j, keep - 1 - n:, :]
+                target = torch.tensor(c, device=rows.device)
+                tok_lp = rows.gather(-1, target[:, None]).squeeze(-1)
+                greedy = bool((rows.argmax(-1) == target).all())
+                out[i] = LoglikResult(float(tok_lp.sum()), n, greedy, cut[j])
+            if progress is not None:
+                progress.update(len(idx))
+        return out  # type: ignore[return-value]
+
+    def close(self) -> None:
+        import torch
+
+        del self.model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+class VLLMBackend:
+    """vLLM offline engine: greedy ``SamplingParams(temperature=0)``; log-likelihoods from prompt logprobs."""
+
+    name = "vllm"
+
+    def __init__(self, path: str, *, dtype: str = "auto", seed: int = 0, tensor_parallel_size: int = 1,
+                 max_length: Optional[int] = None, gpu_memory_utilization: float = 0.9, tokenizer=None, **_):
+        from vllm import LLM
+
+        from findap_nemo.tokenizer import load_tokenizer, stop_token_ids
+
+        self.tokenizer = tokenizer or load_tokenizer(path)
+        self.stop_ids = stop_token_ids(self.tokenizer)
+        self.llm = LLM(model=path, dtype={"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(dtype, dtype),
+                       seed=seed, tensor_parallel_size=tensor_parallel_size, max_model_len=max_length,
+                       gpu_memory_utilization=gpu_memory_utilization)
+        try:
+            self.max_length = self.llm.llm_engine.model_config.max_model_len
+        except AttributeError:  # engine internals differ across vLLM versions
+            self.max_length = max_length or self.tokenizer.model_max_length
+
+    def generate(self, prompts: list[list[int]], max_new_tokens: int, progress=None) -> list[Generation]:
+        from vllm import SamplingParams
+
+        budget = max(self.max_length - max_new_tokens, 1)
+        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=self.stop_ids,
+                                skip_special_tokens=True)
+        inputs = [{"prompt_token_ids": p[-budget:]} for p in prompts]
+        outs = self.llm.generate(inputs, params, use_tqdm=False)
+        if progress is not None:
+            progress.update(len(prompts))
+        return [Generation(o.outputs[0].text, len([t for t in o.outputs[0].token_ids if t not in self.stop_ids]),
+                           len(p) > budget) for o, p in zip(outs, prompts)]
+
+    def loglik(self, requests: list[tuple[list[int], list[int]]], progress=None) -> list[LoglikResult]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=1)
+        fulls = [(c + x)[-self.max_length + 1:] for c, x in requests]
+        outs = self.llm.generate([{"prompt_token_ids": f} for f in fulls], params, use_tqdm=False)
+        results = []
+        for (ctx, cont), full, o in zip(requests, fulls, outs):
+            n = len(cont)
+            lp, greedy = 0.0, True
+            for pos in range(len(full) - n, len(full)):
+                entry = o.prompt_logprobs[pos]
+                tok = full[pos]
+                if entry is None:  # the first prompt token has no prediction
+                    greedy = False
+                    continue
+                lp += entry[tok].logprob
+                best = max(entry.items(), key=lambda kv: kv[1].logprob)[0]
+                greedy &= best == tok
+            results.append(LoglikResult(lp, n, greedy, len(ctx) + n > len(full)))
+        if progress is not None:
+            progress.update(len(requests))
+        return results
+
+    def close(self) -> None:
+        """Free the GPU for the next model (vLLM keeps state in process-wide groups; best effort)."""
+        del self.llm
+        try:
+            from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+            destroy_model_parallel()
+            destroy_distributed_environment()
+        except Exception as err:  # older/newer vLLM layouts: memory is still freed by gc below in most versions
+            log.debug("vLLM cleanup: %s", err)
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def make_backend(kind: str, path: str, **kwargs):
+    """``hf``, ``vllm``, or ``auto`` (vLLM when installed and a GPU is present, else HF)."""
+    if kind == "auto":
+        from findap_nemo.runtime import has_cuda
+
+        kind = "vllm" if has_vllm() and has_cuda() else "hf"
+    if kind == "vllm":
+        if not has_vllm():
+            from findap_nemo.config import ConfigError
+
+            raise ConfigError("backend='vllm': vllm is not installed; `pip install findap-nemo[vllm]` or use backend=hf")
+        return VLLMBackend(path, **kwargs)
+    kwargs.pop("tensor_parallel_size", None)
+    kwargs.pop("gpu_memory_utilization", None)
+    return HFBackend(path, **kwargs)

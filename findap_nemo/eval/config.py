@@ -1,0 +1,72 @@
+"""Schema of `findap-nemo eval` configs (configs/eval/*.yaml documents every key)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from findap_nemo.config import Problems
+
+BACKENDS = ("auto", "hf", "vllm")
+DTYPES = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: Optional[int] = None  # null: each task's own max_new_tokens; set: overrides every task
+    chat_template: bool = True  # FinEval applies the model's chat template
+    batch_size: int = 8
+    max_length: Optional[int] = None  # context limit; null: the model's max_position_embeddings
+    seed: int = 0
+
+
+@dataclass
+class BackendConfig:
+    kind: str = "auto"  # auto (vLLM when installed and a GPU is present) | hf | vllm
+    device: str = "auto"  # hf: auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
+    device_map: Optional[str] = None  # hf: "auto" to spread a large model over all visible GPUs
+    tensor_parallel_size: int = 1  # vllm
+    gpu_memory_utilization: float = 0.9  # vllm
+
+
+@dataclass
+class EvalConfig:
+    models: Dict[str, str] = field(default_factory=dict)  # name -> HF checkpoint folder
+    tasks: List[str] = field(default_factory=lambda: ["all"])  # task names, category names or "all"
+    registry: List[str] = field(default_factory=lambda: ["configs/eval/tasks"])  # task YAML folders/files
+    output_dir: str = "runs/eval"
+    limit: Optional[int] = None  # evaluate only the first N examples of each task (smoke runs)
+    overwrite: bool = True  # false: reuse predictions already written for a (model, task) by an identical run
+    chart: bool = True  # comparison.png when two or more models are evaluated
+    save_prompts: bool = False  # also write each example's full prompt text (as the model saw it) to predictions
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+
+    def validate(self) -> None:
+        import re
+
+        p = Problems()
+        p.check(bool(self.models), "models", dict(self.models),
+                "name at least one model, e.g. `models.base=/ckpt/llama3-8b-instruct-hf`")
+        for name, path in self.models.items():
+            p.check(bool(re.fullmatch(r"[A-Za-z0-9._+-]+", name)), f"models.{name}", path,
+                    "model names become folder names: use letters, digits, . _ + -")
+            p.check(bool(path) and (Path(str(path)) / "config.json").is_file(), f"models.{name}", path,
+                    "must be an HF checkpoint folder with config.json, weights and tokenizer "
+                    "(`findap-nemo convert mcore-to-hf` writes one)")
+        p.check(bool(self.tasks), "tasks", self.tasks, "list task names, categories or 'all'")
+        p.check(self.limit is None or self.limit >= 1, "limit", self.limit, "null or >= 1")
+        g = self.generation
+        p.check(g.max_new_tokens is None or g.max_new_tokens >= 1, "generation.max_new_tokens", g.max_new_tokens,
+                "null or >= 1")
+        p.check(g.batch_size >= 1, "generation.batch_size", g.batch_size, "must be >= 1")
+        p.check(g.max_length is None or g.max_length >= 16, "generation.max_length", g.max_length, "null or >= 16")
+        b = self.backend
+        p.check(b.kind in BACKENDS, "backend.kind", b.kind, f"one of {list(BACKENDS)}")
+        p.check(b.dtype in DTYPES, "backend.dtype", b.dtype, f"one of {list(DTYPES)}")
+        p.check(b.device == "auto" or b.device == "cpu" or b.device.startswith("cuda"), "backend.device", b.device,
+                "auto, cpu, cuda or cuda:N")
+        p.check(b.tensor_parallel_size >= 1, "backend.tensor_parallel_size", b.tensor_parallel_size, ">= 1")
+        p.raise_if_any()

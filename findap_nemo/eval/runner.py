@@ -1,0 +1,220 @@
+"""Evaluate every model on every selected task; write predictions, results and the model comparison.
+
+Output layout (``output_dir``)::
+
+    predictions/<model>/<task>.jsonl      one record per example (status, gold, prediction, raw output)
+    predictions/<model>/<task>.meta.json  the task's aggregate and a fingerprint of what produced it
+    results.json, results.md              per-task and per-category scores of each model
+    comparison.json, comparison.md, comparison.png   side by side (two or more models)
+
+Every file is written under a temporary name and renamed, so a file that exists is complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from findap_nemo.config import ConfigError, config_to_dict, load_config
+from findap_nemo.eval.config import EvalConfig
+from findap_nemo.eval.prompts import encode_continuation, encode_messages
+from findap_nemo.eval.registry import REPO_ROOT, TaskSpec, load_examples, load_registry, select_tasks
+from findap_nemo.eval.scoring import Prepared, aggregate, invalid_record, prepare, score_generation, score_loglik
+
+log = logging.getLogger("findap_nemo.eval")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_jsonl_atomic(path: Path, records: Iterable[dict]) -> None:
+    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records))
+
+
+def as_config(cfg: Any, overrides: Iterable[str] = ()) -> EvalConfig:
+    """An EvalConfig from an EvalConfig, a mapping (e.g. the pipeline's eval section) or a YAML path."""
+    if isinstance(cfg, EvalConfig) and not overrides:
+        cfg.validate()
+        return cfg
+    if isinstance(cfg, EvalConfig):
+        return load_config(EvalConfig, None, overrides, base=config_to_dict(cfg))
+    if isinstance(cfg, dict):
+        return load_config(EvalConfig, None, overrides, base=cfg)
+    return load_config(EvalConfig, cfg, overrides)
+
+
+def _registry_paths(paths: list[str]) -> list[Path]:
+    out = []
+    for p in paths:
+        q = Path(os.path.expanduser(p))
+        out.append(q if q.is_absolute() or q.exists() else REPO_ROOT / q)
+    return out
+
+
+def _fingerprint(task: TaskSpec, cfg: EvalConfig, model_path: str, n: int) -> str:
+    blob = json.dumps({"task": dataclasses.asdict(task), "gen": dataclasses.asdict(cfg.generation),
+                       "backend": dataclasses.asdict(cfg.backend), "model": os.path.abspath(model_path),
+                       "n": n, "limit": cfg.limit}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _progress(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="req", leave=False, dynamic_ncols=True)
+
+
+def evaluate_task(backend, task: TaskSpec, rows: list[dict], shots: list[dict], cfg: EvalConfig,
+                  model_name: str = "model") -> tuple[list[dict], dict]:
+    """Score one task with one backend: (records in example order, aggregate with throughput)."""
+    t0 = time.perf_counter()
+    preps: list[Prepared] = [prepare(task, ex, i, shots) for i, ex in enumerate(rows)]
+    valid = [p for p in preps if p.error is None]
+    tok = backend.tokenizer
+    chat = cfg.generation.chat_template
+    records: dict[int, dict] = {p.index: invalid_record(p) for p in preps if p.error is not None}
+    gen_tokens = 0
+    truncated = 0
+    if task.type == "multiple_choice" and task.mc_method == "loglik":
+        requests, owners, ctx_ids = [], [], {}
+        for p in valid:
+            ctx = encode_messages(tok, p.messages, chat)
+            ctx_ids[p.index] = ctx
+            for letter, text in zip(p.letters, p.choices):
+                requests.append((ctx, encode_continuation(tok, letter if task.loglik_target == "letter" else text)))
+                owners.append(p.index)
+        bar = _progress(len(requests), f"{model_name}/{task.name}")
+        results = backend.loglik(requests, progress=bar) if requests else []
+        bar.close()
+        by_owner: dict[int, list] = {}
+        for owner, res in zip(owners, results):
+            by_owner.setdefault(owner, []).append(res)
+        for p in valid:
+            res = by_owner[p.index]
+            truncated += int(any(r.truncated_prompt for r in res))
+            records[p.index] = score_loglik(task, p, res)
+            records[p.index]["prompt_tokens"] = len(ctx_ids[p.index])
+            if cfg.save_prompts:
+                records[p.index]["prompt"] = tok.decode(ctx_ids[p.index])
+        n_requests = len(requests)
+    else:
+        max_new = cfg.generation.max_new_tokens or task.max_new_tokens
+        prompts = [encode_messages(tok, p.messages, chat) for p in valid]
+        bar = _progress(len(prompts), f"{model_name}/{task.name}")
+        gens = backend.generate(prompts, max_new, progress=bar) if prompts else []
+        bar.close()
+        for p, g, ids in zip(valid, gens, prompts):
+            gen_tokens += g.num_tokens
+            truncated += int(g.truncated_prompt)
+            rec = score_generation(task, p, g.text)
+            rec["num_tokens"] = g.num_tokens
+            rec["prompt_tokens"] = len(ids)
+            if cfg.save_prompts:
+                rec["prompt"] = tok.decode(ids)
+            records[p.index] = rec
+        n_requests = len(prompts)
+    seconds = time.perf_counter() - t0
+    ordered = [records[i] for i in range(len(preps))]
+    agg = aggregate(task, ordered)
+    agg.update(category=task.category, type=task.type, method=task.mc_method if task.type == "multiple_choice" else
+               "generate", seconds=round(seconds, 3), requests=n_requests, generated_tokens=gen_tokens,
+               examples_per_s=round(len(preps) / seconds, 3) if seconds else None,
+               tokens_per_s=round(gen_tokens / seconds, 1) if seconds and gen_tokens else None,
+               truncated_prompts=truncated)
+    c = agg["counts"]
+    log.info("%s/%s: %s=%.4f over %d examples (%d invalid input, %d unparsed) in %.1fs, %.2f ex/s%s",
+             model_name, task.name, task.primary, agg["score"], agg["n"], c["invalid_input"], c["unparsed"],
+             seconds, agg["examples_per_s"] or 0.0,
+             f", {agg['tokens_per_s']} generated tok/s" if agg["tokens_per_s"] else "")
+    if c["invalid_input"]:
+        first = next(r for r in ordered if r["status"] == "invalid_input")
+        log.warning("%s/%s: %d of %d examples are invalid input, scored as wrong (first: %s%s); see %s",
+                    model_name, task.name, c["invalid_input"], agg["n"],
+                    f"line {first['line']}: " if first.get("line") else "", first.get("error"),
+                    task.source.path or task.source.dataset)
+    if truncated:
+        log.warning("%s/%s: %d prompts were cut from the left to fit the context (generation.max_length)",
+                    model_name, task.name, truncated)
+    return ordered, agg
+
+
+def summarize(task_results: dict[str, dict]) -> tuple[dict[str, float], Optional[float]]:
+    """Category score = mean of its tasks' primary scores; overall = mean over categories."""
+    cats: dict[str, list[float]] = {}
+    for r in task_results.values():
+        cats.setdefault(r["category"], []).append(r["score"])
+    categories = {c: sum(v) / len(v) for c, v in cats.items()}
+    overall = sum(categories.values()) / len(categories) if categories else None
+    return categories, overall
+
+
+def run_eval(cfg: Any, overrides: Iterable[str] = ()) -> dict:
+    """Evaluate ``cfg.models`` on ``cfg.tasks``; write everything to ``cfg.output_dir``; return results.json's dict."""
+    from findap_nemo.eval.backends import make_backend
+    from findap_nemo.eval.report import results_markdown, write_comparison
+
+    cfg = as_config(cfg, overrides)
+    registry = load_registry(_registry_paths(cfg.registry))
+    tasks = select_tasks(registry, cfg.tasks)
+    data = {}
+    for t in tasks:  # read every source before loading any model: a bad path fails in seconds
+        rows, shots = load_examples(t)
+        data[t.name] = (rows[: cfg.limit] if cfg.limit else rows, shots)
+    out = Path(cfg.output_dir)
+    results: dict[str, Any] = {
+        "tasks": {t.name: {"category": t.category, "type": t.type, "primary_metric": t.primary,
+                           "n": len(data[t.name][0]), "file": t.file} for t in tasks},
+        "models": {},
+        "config": config_to_dict(cfg),
+    }
+    log.info("evaluating %d model(s) on %d task(s): %s", len(cfg.models), len(tasks), ", ".join(data))
+    for name, path in cfg.models.items():
+        backend = None
+        per_task: dict[str, dict] = {}
+        t_model = time.perf_counter()
+        for task in tasks:
+            rows, shots = data[task.name]
+            pred_path = out / "predictions" / name / f"{task.name}.jsonl"
+            meta_path = pred_path.with_suffix(".meta.json")
+            fp = _fingerprint(task, cfg, path, len(rows))
+            if not cfg.overwrite and meta_path.is_file() and pred_path.is_file():
+                meta = json.loads(meta_path.read_text(encoding="utf-8"))
+                if meta.get("fingerprint") == fp:
+                    log.info("%s/%s: reusing %s", name, task.name, pred_path)
+                    per_task[task.name] = meta["result"]
+                    continue
+            if backend is None:
+                t_load = time.perf_counter()
+                backend = make_backend(cfg.backend.kind, path, device=cfg.backend.device, dtype=cfg.backend.dtype,
+                                       batch_size=cfg.generation.batch_size, max_length=cfg.generation.max_length,
+                                       device_map=cfg.backend.device_map, seed=cfg.generation.seed,
+                                       tensor_parallel_size=cfg.backend.tensor_parallel_size,
+                                       gpu_memory_utilization=cfg.backend.gpu_memory_utilization)
+                log.info("%s: loaded %s with the %s backend in %.1fs", name, path, backend.name,
+                         time.perf_counter() - t_load)
+            records, agg = evaluate_task(backend, task, rows, shots, cfg, name)
+            write_jsonl_atomic(pred_path, records)
+            write_atomic(meta_path, json.dumps({"fingerprint": fp, "model": path, "task": task.name,
+                                                "result": agg}, indent=2))
+            per_task[task.name] = agg
+        if backend is not None:
+            backend.close()
+        categories, overall = summarize(per_task)
+        results["models"][name] = {"path": path, "tasks": per_task, "categories": categories, "overall": overall,
+                                   "seconds": round(time.perf_counter() - t_model, 2)}
+    write_atomic(out / "results.json", json.dumps(results, indent=2, default=str))
+    write_atomic(out / "results.md", results_markdown(results))
+    if len(cfg.models) >= 2:
+        write_comparison(results, out, chart=cfg.chart)
+    log.info("results in %s", out / "results.md")
+    return results

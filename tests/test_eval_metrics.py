@@ -1,0 +1,196 @@
+"""FinEval metrics and answer extraction against hand-computed values, on good and malformed outputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from findap_nemo.eval import metrics as M
+from findap_nemo.eval.extract import (extract_choice, extract_entities, extract_label, extract_number, normalize,
+                                      parse_number)
+
+TYPES = {"person": "PER", "organization": "ORG", "location": "LOC"}
+
+
+def test_accuracy_and_macro_f1_hand_computed():
+    gold = ["a", "a", "b", "b", "c"]
+    pred = ["a", "b", "b", None, "c"]  # None: an answer that could not be parsed
+    assert M.accuracy([g == p for g, p in zip(gold, pred)]) == pytest.approx(3 / 5)
+    # a: tp1 fp0 fn1 -> 2/3; b: tp1 fp1 fn1 -> 1/2; c: tp1 -> 1
+    assert M.macro_f1(gold, pred) == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    # an unknown gold label (None) can never be hit; its prediction is a false positive for "c"
+    assert M.macro_f1(["a", None], ["a", "c"]) == pytest.approx((1.0 + 0.0) / 2)
+    assert M.accuracy([]) == 0.0
+
+
+def test_entity_f1_hand_computed():
+    gold = [[("jane fraser", "PER"), ("citigroup", "ORG")], [("new york", "LOC")]]
+    pred = [[("jane fraser", "PER"), ("citigroup", "LOC")], []]
+    r = M.entity_prf(gold, pred)  # tp 1, fp 1, fn 2
+    assert r["entity_precision"] == pytest.approx(0.5)
+    assert r["entity_recall"] == pytest.approx(1 / 3)
+    assert r["entity_f1"] == pytest.approx(2 * 0.5 * (1 / 3) / (0.5 + 1 / 3))
+    # duplicates are matched as a multiset: predicting an entity twice is one hit and one false positive
+    r = M.entity_prf([[("x", "ORG")]], [[("x", "ORG"), ("x", "ORG")]])
+    assert (r["entity_precision"], r["entity_recall"]) == (0.5, 1.0)
+
+
+def test_numeric_tolerance_and_percent():
+    assert M.numbers_match((150.2, False), (150.20000000000005, False), abs_tol=0.01, rel_tol=0.0)
+    assert M.numbers_match((125.3, False), (125.33, False), abs_tol=0.0, rel_tol=0.01)
+    assert not M.numbers_match((130.0, False), (125.33, False), abs_tol=0.0, rel_tol=0.01)
+    assert M.numbers_match((20.0, True), (0.2, False), abs_tol=1e-6, rel_tol=0.0)  # "20%" vs 0.2
+    assert not M.numbers_match((20.0, True), (0.2, False), abs_tol=1e-6, rel_tol=0.0, percent_equivalent=False)
+    assert not M.numbers_match((-20.0, True), (20.0, True), abs_tol=0.01, rel_tol=0.01)
+
+
+def test_instruction_rules():
+    three = "- liquidity\n- duration\n* credit risk"
+    assert M.check_rule(three, {"type": "bullet_count", "n": 3}) == (True, None)
+    assert M.check_rule(three, {"type": "bullet_count", "n": 4})[0] is False
+    assert M.check_rule("Prices rise.", {"type": "include_words", "words": ["prices"]})[0]
+    assert not M.check_rule("Priceless.", {"type": "include_words", "words": ["price"]})[0]  # whole words only
+    assert M.check_rule("one two three", {"type": "max_words", "n": 3})[0]
+    assert not M.check_rule("one two three four", {"type": "max_words", "n": 3})[0]
+    assert M.check_rule('```json\n{"ticker": "ABC", "price": 1}\n```', {"type": "json_format"})[0]
+    assert not M.check_rule("{ticker: ABC}", {"type": "json_format"})[0]
+    assert M.check_rule("a.\n\nb.", {"type": "paragraph_count", "n": 2})[0]
+    assert M.check_rule("all lower case", {"type": "lowercase"})[0]
+    assert M.check_rule("Liquidity is...", {"type": "starts_with", "text": "liquidity"})[0]
+    # malformed rules fail with a reason instead of raising
+    ok, why = M.check_rule("x", {"type": "rhyme"})
+    assert not ok and "unknown" in why
+    ok, why = M.check_rule("x", {"type": "max_words"})
+    assert not ok and "needs keys" in why
+    ok, why = M.check_rule("x", "max 3 words")
+    assert not ok and "mapping" in why
+
+
+@pytest.mark.parametrize("output,expected,how", [
+    ("Thinking... the duration is longest. [[B]]", "B", "bracket"),
+    ("first [[A]] then I changed my mind: [[ c ]]", "C", "bracket"),
+    ("The answer is (b) because ...", "B", "answer_is"),
+    ("Answer: A", "A", "answer_is"),
+    ("C. increase the variability", "C", "leading_letter"),
+    ("(A) conflicts of interest", "A", "leading_letter"),
+    ("longest maturity and lowest coupon", "B", "option_text"),
+    ("[[D]]", None, "none"),             # not one of the options
+    ("", None, "empty"),
+    ("\u001b year\ufffd?\ufffd", None, "none"),  # garbage
+    ("Because bonds are complicated", None, "none"),  # a word starting with a letter is not a selection
+])
+def test_extract_choice(output, expected, how):
+    choices = ["shortest maturity", "longest maturity and lowest coupon", "shortest maturity and lowest coupon"]
+    assert extract_choice(output, ["A", "B", "C"], choices) == (expected, how)
+
+
+def test_extract_choice_bracket_only():
+    assert extract_choice("Answer: A", ["A", "B"], bracket_only=True) == (None, "no_bracket")
+    assert extract_choice("so [[B]].", ["A", "B"], bracket_only=True) == ("B", "bracket")
+
+
+def test_extract_label():
+    labels = ["positive", "negative", "neutral"]
+    assert extract_label("Positive.", labels) == ("positive", "exact")
+    assert extract_label("The sentiment is negative, not positive", labels) == ("negative", "first_mention")
+    assert extract_label("bullish", labels) == (None, "none")
+    assert extract_label("", labels) == (None, "empty")
+    assert extract_label("pos", labels, {"pos": "positive"}) == ("positive", "exact")
+    assert extract_label("nonnegative", labels) == (None, "none")  # whole words only
+
+
+def test_extract_number():
+    assert extract_number("Revenue grew. Answer: $1,234.5 million") == ((1234.5, False), "answer_is")
+    assert extract_number("The change is (3.2)") == ((-3.2, False), "last_number")
+    assert extract_number("2019 and 2020 differ by −20%") == ((-20.0, True), "last_number")
+    assert extract_number("values are 3 and 5, so the answer is 8.") == ((8.0, False), "answer_is")
+    assert extract_number("no figure here") == (None, "none")
+    assert extract_number("") == (None, "empty")
+    assert parse_number("0.4") == (0.4, False)
+    assert parse_number("12%") == (12.0, True)
+
+
+def test_extract_entities_good_and_malformed():
+    out = "Jane Fraser, PER\nCitigroup (organization)\nNew York is a location\nthis line is not an entity\nX, MONEY"
+    ents, bad = extract_entities(out, TYPES)
+    assert ents == [("jane fraser", "PER"), ("citigroup", "ORG"), ("new york", "LOC")]
+    assert bad == 2
+    assert extract_entities("none", TYPES) == ([], 0)
+    assert extract_entities("", TYPES) == ([], 0)
+
+
+def test_normalize_ignores_case_and_punctuation():
+    assert normalize("  The U.S. Federal-Reserve! ") == "the u s federal reserve"
+
+
+def test_rouge_and_summary_aggregate_hand_computed():
+    from findap_nemo.eval.registry import task_from_dict
+    from findap_nemo.eval.scoring import aggregate, prepare, score_generation
+
+    # 6 reference words, 6 predicted, 5 shared unigrams; bigrams: "the cat", "on the", "the mat" of 5 each
+    r = M.rouge("the cat was on the mat", "the cat sat on the mat")
+    assert r["rouge1"] == pytest.approx(5 / 6)
+    assert r["rouge2"] == pytest.approx(3 / 5)
+    assert r["rougeL"] == pytest.approx(5 / 6)
+    task = task_from_dict({"name": "s", "category": "unseen_similar", "type": "summarization",
+                           "source": {"path": "x.jsonl"}, "prompt": "{{ text }}"}, "test")
+    good = prepare(task, {"text": "t", "answer": "the cat sat on the mat"}, 0, [])
+    bad = prepare(task, {"text": "t"}, 1, [])  # no reference: invalid, scores 0
+    recs = [score_generation(task, good, "the cat was on the mat"), {"status": "invalid_input", "correct": False}]
+    assert bad.error and recs[0]["status"] == "scored"
+    agg = aggregate(task, recs)
+    assert agg["score"] == pytest.approx((5 / 6) / 2) and agg["counts"]["invalid_input"] == 1
+
+
+def _task(**kw):
+    from findap_nemo.eval.registry import task_from_dict
+
+    base = {"name": "t", "category": "reasoning", "source": {"path": "x.jsonl"}, "prompt": "{{ text }}"}
+    return task_from_dict({**base, **kw}, "test")
+
+
+@pytest.mark.parametrize("spec,example,output,status", [
+    ({"type": "numeric"}, {"text": "q", "answer": "20%"}, "It grew from 70 to 84, so the answer is 0.2", "correct"),
+    ({"type": "numeric"}, {"text": "q", "answer": "6"}, "Answer: 6.5", "wrong"),
+    ({"type": "numeric"}, {"text": "q", "answer": "6"}, "I cannot tell.", "unparsed"),
+    ({"type": "numeric"}, {"text": "q", "answer": "n/a"}, "6", "invalid_input"),
+    ({"type": "classification", "labels": ["good", "bad"]}, {"text": "q", "answer": "bad"}, "Bad.", "correct"),
+    ({"type": "classification", "labels": ["good", "bad"]}, {"text": "q", "answer": "bad"}, "risky", "unparsed"),
+    ({"type": "classification", "labels": ["good", "bad"]}, {"text": "q", "answer": "ugly"}, "bad", "invalid_input"),
+    ({"type": "ner", "entity_types": {"org": "ORG"}}, {"text": "q", "answer": [["Citi", "ORG"]]}, "Citi, ORG",
+     "correct"),
+    ({"type": "ner", "entity_types": {"org": "ORG"}}, {"text": "q", "answer": [["Citi", "ORG"]]}, "lorem ipsum",
+     "unparsed"),
+    ({"type": "ner", "entity_types": {"org": "ORG"}}, {"text": "q", "answer": [["Citi", "BANK"]]}, "Citi, ORG",
+     "invalid_input"),
+    ({"type": "exact_match"}, {"text": "q", "answer": ["Adam Smith"], }, "adam smith.", "correct"),
+    ({"type": "exact_match"}, {"text": "q", "answer": "Au"}, "\n", "unparsed"),
+    ({"type": "multiple_choice", "bracket_only": True}, {"text": "q", "choices": ["x", "y"], "answer": "B"},
+     "final: [[B]]", "correct"),
+    ({"type": "multiple_choice"}, {"text": "q", "choices": ["x", "y"], "answer": "Z"}, "[[A]]", "invalid_input"),
+    ({"type": "multiple_choice"}, {"text": "q", "answer": "A"}, "[[A]]", "invalid_input"),  # no choices
+    ({"type": "instruction"}, {"text": "q", "rules": [{"type": "max_words", "n": 2}]}, "two words", "correct"),
+    ({"type": "instruction"}, {"text": "q", "rules": []}, "anything", "invalid_input"),
+    ({"type": "classification", "labels": ["good", "bad"]}, {"answer": "bad"}, "bad", "invalid_input"),  # no text
+])
+def test_scoring_statuses(spec, example, output, status):
+    from findap_nemo.eval.scoring import invalid_record, prepare, score_generation
+
+    task = _task(**spec)
+    prep = prepare(task, example, 0, [])
+    rec = invalid_record(prep) if prep.error else score_generation(task, prep, output)
+    assert rec["status"] == status, rec
+    assert rec["correct"] == (status == "correct")
+    if status == "invalid_input":
+        assert rec["error"]
+
+
+def test_loglik_empty_option_never_wins():
+    from findap_nemo.eval.backends import LoglikResult
+    from findap_nemo.eval.scoring import prepare, score_loglik
+
+    task = _task(type="multiple_choice", mc_method="loglik", loglik_target="text", loglik_normalize=True)
+    prep = prepare(task, {"text": "q", "choices": ["", "yes", "no"], "answer": "C"}, 0, [])
+    rec = score_loglik(task, prep, [LoglikResult(0.0, 0, True), LoglikResult(-6.0, 3, False),
+                                    LoglikResult(-3.0, 1, False)])
+    # normalised: B = -2 per token beats C = -3; the empty option A (0 tokens) is never picked
+    assert rec["pred"] == "B" and rec["status"] == "wrong" and rec["option_scores"] == [None, -2.0, -3.0]
