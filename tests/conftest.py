@@ -39,3 +39,13 @@ def tiny_hf_model_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     from findap_nemo.model.hf_tiny import save_random_llama
 
     return save_random_llama(tmp_path_factory.mktemp("hf_tiny"), tiny_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def dist1():
+    """A 1-process gloo group with megatron's parallel state (megatron's dataset builders call torch.distributed)."""
+    from findap_nemo.config.schema import ParallelConfig
+    from findap_nemo.parallel import init_distributed
+
+    init_distributed(ParallelConfig(), seed=0)
+    yield

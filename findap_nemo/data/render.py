@@ -1,0 +1,90 @@
+"""Rendering and tokenizing records: CPT text -> BOS + text + end-of-text (all targets); chat -> the tokenizer's
+chat template with assistant-only targets. Runs in worker processes (one tokenizer each)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from findap_nemo.tokenizer import BOS, EOS_TEXT
+
+_TOK = None
+
+
+def _init_worker(tokenizer_dir: str) -> None:
+    global _TOK
+    from findap_nemo.tokenizer import load_tokenizer
+
+    _TOK = load_tokenizer(tokenizer_dir)
+
+
+def _special(tok, token: str, fallback: int | None) -> int | None:
+    tid = tok.convert_tokens_to_ids(token)
+    return tid if isinstance(tid, int) and tid != tok.unk_token_id else fallback
+
+
+def render_chat(tok, messages: list[dict]) -> tuple[list[int], list[int]]:
+    """Token ids and the assistant mask of one conversation, via the tokenizer's own chat template.
+
+    Templates with a ``{% generation %}`` block give the mask directly; for others each assistant turn's span is
+    found by rendering the conversation up to it (with and without the turn) and diffing the lengths.
+    """
+    if "{% generation %}" in (tok.chat_template or "") or "{%- generation %}" in (tok.chat_template or ""):
+        out = tok.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+        return list(out["input_ids"]), list(out["assistant_masks"])
+
+    def ids_of(msgs, gen=False):
+        return list(tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=gen,
+                                            return_dict=True)["input_ids"])
+
+    ids = ids_of(messages)
+    mask = [0] * len(ids)
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        before, upto = ids_of(messages[:i], gen=True), ids_of(messages[: i + 1])
+        for j in range(len(before), min(len(upto), len(ids))):
+            mask[j] = 1
+    return ids, mask
+
+
+def encode_batch(batch: list[tuple[str, object]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[(kind, text | messages)] -> [(int32 ids, uint8 target mask)] in the worker's tokenizer."""
+    tok = _TOK
+    out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(batch)
+    cpt_idx = [i for i, (k, _) in enumerate(batch) if k == "cpt"]
+    if cpt_idx:
+        bos = _special(tok, BOS, tok.bos_token_id)
+        eod = _special(tok, EOS_TEXT, tok.eos_token_id)
+        enc = tok([batch[i][1] for i in cpt_idx], add_special_tokens=False)["input_ids"]
+        for i, ids in zip(cpt_idx, enc):
+            full = ([bos] if bos is not None else []) + list(ids) + ([eod] if eod is not None else [])
+            out[i] = (np.asarray(full, dtype=np.int32), np.ones(len(full), dtype=np.uint8))
+    for i, (kind, payload) in enumerate(batch):
+        if kind == "it":
+            ids, mask = render_chat(tok, payload)
+            out[i] = (np.asarray(ids, dtype=np.int32), np.asarray(mask, dtype=np.uint8))
+    return out  # type: ignore[return-value]
+
+
+def tokenize_all(tokenizer_dir: str, items: list[tuple[str, object]], num_workers: int, batch_size: int = 64,
+                 desc: str = "tokenize"):
+    """Tokenize in order with ``num_workers`` processes (1 = in-process); shows a progress bar."""
+    from tqdm.auto import tqdm
+
+    batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+    results: list = []
+    bar = tqdm(total=len(items), desc=desc, unit="doc", dynamic_ncols=True, mininterval=1.0)
+    if num_workers <= 1 or len(items) < 2000:  # worker start-up (a tokenizer each) costs more than it saves
+        _init_worker(tokenizer_dir)
+        for b in batches:
+            results.extend(encode_batch(b))
+            bar.update(len(b))
+    else:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(num_workers, initializer=_init_worker, initargs=(tokenizer_dir,)) as pool:
+            for res in pool.imap(encode_batch, batches, chunksize=1):
+                results.extend(res)
+                bar.update(len(res))
+    bar.close()
+    return results
