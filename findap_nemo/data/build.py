@@ -27,13 +27,142 @@ from findap_nemo.data.recipe import DataRecipe
 MANIFEST_VERSION = 1
 
 
-def _pack(docs: list[tuple[np.ndarray, np.ndarray]], capacity: int) -> list[list[int]]:
+class _Encoder:
+    """Tokenizes batches in worker processes (or in-process for small inputs), preserving order."""
+
+    def __init__(self, tokenizer_dir: str, num_workers: int):
+        from findap_nemo.data import render
+
+        self.pool = None
+        if num_workers > 1:
+            import multiprocessing as mp
+
+            self.pool = mp.get_context("spawn").Pool(num_workers, initializer=render._init_worker,
+                                                     initargs=(tokenizer_dir,))
+        else:
+            render._init_worker(tokenizer_dir)
+
+    def map(self, batches):
+        from findap_nemo.data.render import encode_batch
+
+        if self.pool is None:
+            return map(encode_batch, batches)
+        return self.pool.imap(encode_batch, batches, chunksize=1)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool.join()
+
+
+def _batched(it, n: int):
+    batch = []
+    for x in it:
+        batch.append(x)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _count(d: dict, key: str, n: int = 1) -> None:
+    d[key] = d.get(key, 0) + n
+
+
+class _Tokenized:
+    """One source tokenized to a temporary indexed dataset; in memory only per-sequence lengths and doc ids."""
+
+    def __init__(self, prefix: Path):
+        self.prefix = prefix
+        self.lengths: list[int] = []
+        self.docs: list[int] = []  # document id of each sequence (a CPT document may be split in chunks)
+        self.n_docs = 0
+        self._ds = None
+
+    def open(self):
+        from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+        if self._ds is None:
+            self._ds = (IndexedDataset(str(self.prefix)), IndexedDataset(str(self.prefix) + "_mask"))
+        return self._ds
+
+
+def _tokenize_source(src, recipe, dec, encoder, work: Path, stats: dict, log) -> _Tokenized:
+    """Stream read -> decontaminate -> tokenize -> length rules -> temporary .bin/.idx for one source."""
+    import torch
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+    from tqdm.auto import tqdm
+
+    from findap_nemo.data.sources import read_source
+
+    L = recipe.seq_length + 1
+    skipped: Counter = Counter()
+    st = {"kind": src.kind, "domain": src.domain, "read": 0, "skipped_bad": {}, "decontaminated": 0,
+          "dropped": {}}
+    out = _Tokenized(work / src.name)
+    tok_b = IndexedDatasetBuilder(str(out.prefix) + ".bin", dtype=np.int32)
+    mask_b = IndexedDatasetBuilder(str(out.prefix) + "_mask.bin", dtype=np.uint8)
+
+    def records():
+        for rec in read_source(src, skip_bad=recipe.skip_bad, skipped=skipped):
+            st["read"] += 1
+            text = rec.text if rec.kind == "cpt" else "\n".join(m["content"] for m in rec.messages)
+            if dec is not None and dec.contaminated(text):
+                st["decontaminated"] += 1
+                continue
+            yield (rec.kind, rec.text if rec.kind == "cpt" else rec.messages)
+
+    bar = tqdm(desc=f"tokenize {src.name}", unit="doc", dynamic_ncols=True, mininterval=1.0)
+    tokens = 0
+    for encoded in encoder.map(_batched(records(), 256)):
+        bar.update(len(encoded))
+        for ids, mask in encoded:
+            tokens += len(ids)
+            if len(ids) < recipe.min_tokens or int(mask.sum()) == 0:
+                _count(st["dropped"], "too short / no target tokens")
+                continue
+            if src.kind == "cpt":
+                chunks = [(ids[i:i + L], mask[i:i + L]) for i in range(0, len(ids), L)]
+                chunks = [c for c in chunks if len(c[0]) >= recipe.min_tokens]
+                if len(chunks) > 1:
+                    _count(st, "split_into_chunks")
+            else:
+                if len(ids) > L:
+                    if recipe.it_overlong == "drop":
+                        _count(st["dropped"], f"longer than seq_length+1={L}")
+                        continue
+                    ids, mask = ids[:L], mask[:L]
+                    _count(st, "truncated")
+                    if int(mask.sum()) == 0:
+                        _count(st["dropped"], "no target tokens after truncation")
+                        continue
+                chunks = [(ids, mask)]
+            for cids, cmask in chunks:
+                tok_b.add_item(torch.from_numpy(cids))
+                mask_b.add_item(torch.from_numpy(cmask))
+                out.lengths.append(len(cids))
+                out.docs.append(out.n_docs)
+            out.n_docs += 1
+    bar.close()
+    tok_b.end_document()
+    mask_b.end_document()
+    tok_b.finalize(str(out.prefix) + ".idx")
+    mask_b.finalize(str(out.prefix) + "_mask.idx")
+    st["skipped_bad"] = dict(skipped)
+    st["raw_tokens"] = tokens
+    stats[src.name] = st
+    log(f"[data] {src.name}: {st['read']} records, {out.n_docs} documents kept "
+        f"({sum(skipped.values())} skipped as bad/empty, {st['decontaminated']} overlapping eval sets)")
+    return out
+
+
+def _pack(lengths: list[int], capacity: int) -> list[list[int]]:
     """Next-fit packing in the given (shuffled) order: documents never cross a pack boundary."""
     packs: list[list[int]] = []
     current: list[int] = []
     used = 0
-    for i, (ids, _) in enumerate(docs):
-        n = len(ids)
+    for i, n in enumerate(lengths):
         if current and used + n > capacity:
             packs.append(current)
             current, used = [], 0
@@ -44,7 +173,8 @@ def _pack(docs: list[tuple[np.ndarray, np.ndarray]], capacity: int) -> list[list
     return packs
 
 
-def _write(prefix: Path, docs: list[tuple[np.ndarray, np.ndarray]], packs: list[list[int]]) -> dict:
+def _write(prefix: Path, items: list[tuple[_Tokenized, int]], packs: list[list[int]]) -> dict:
+    """Copy the packed sequences from the temporary per-source datasets into one component (streaming)."""
     import torch
     from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
@@ -53,9 +183,11 @@ def _write(prefix: Path, docs: list[tuple[np.ndarray, np.ndarray]], packs: list[
     tokens = targets = 0
     for pack in packs:
         for i in pack:
-            ids, mask = docs[i]
-            tok_b.add_item(torch.from_numpy(ids))
-            mask_b.add_item(torch.from_numpy(mask))
+            src, seq = items[i]
+            tds, mds = src.open()
+            ids, mask = tds[seq], mds[seq]
+            tok_b.add_item(torch.from_numpy(np.asarray(ids, dtype=np.int32)))
+            mask_b.add_item(torch.from_numpy(np.asarray(mask, dtype=np.uint8)))
             tokens += len(ids)
             targets += int(mask.sum())
         tok_b.end_document()
@@ -67,8 +199,6 @@ def _write(prefix: Path, docs: list[tuple[np.ndarray, np.ndarray]], packs: list[
 
 def build(recipe: DataRecipe, *, log=print) -> Path:
     from findap_nemo.data.decontam import Decontaminator, eval_texts
-    from findap_nemo.data.render import tokenize_all
-    from findap_nemo.data.sources import read_source
     from findap_nemo.tokenizer import load_tokenizer
 
     t0 = time.time()
@@ -77,125 +207,94 @@ def build(recipe: DataRecipe, *, log=print) -> Path:
         raise FileExistsError(f"{out} already holds a complete dataset; set overwrite=true to rebuild it")
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    work = tmp / "_tokenized"
+    work.mkdir(parents=True)
     tok = load_tokenizer(recipe.tokenizer)
     L = recipe.seq_length + 1
     rng = random.Random(recipe.seed)
 
-    # 1. read + decontaminate --------------------------------------------------------------------------------
+    # 1. read, decontaminate and tokenize every source to disk --------------------------------------------------
     dec = None
     d = recipe.decontamination
     if d.eval_sets or d.eval_tasks:
         dec = Decontaminator(eval_texts(d.eval_sets, d.eval_tasks), n=d.ngram)
         log(f"[data] decontamination index: {len(dec.index)} {d.ngram}-grams from {len(dec.files)} eval sets")
     stats: dict[str, dict] = {}
-    records = []
-    for src in recipe.sources:
-        skipped: Counter = Counter()
-        n_read = n_contaminated = 0
-        for rec in read_source(src, skip_bad=recipe.skip_bad, skipped=skipped):
-            n_read += 1
-            text = rec.text if rec.kind == "cpt" else "\n".join(m["content"] for m in rec.messages)
-            if dec is not None and dec.contaminated(text):
-                n_contaminated += 1
-                continue
-            records.append(rec)
-        stats[src.name] = {"kind": src.kind, "domain": src.domain, "read": n_read,
-                           "skipped_bad": dict(skipped), "decontaminated": n_contaminated, "dropped": {}}
-        log(f"[data] {src.name}: {n_read} records ({sum(skipped.values())} skipped as bad/empty, "
-            f"{n_contaminated} overlapping eval sets)")
-
-    # 2. tokenize ----------------------------------------------------------------------------------------------
     t_tok = time.time()
-    encoded = tokenize_all(recipe.tokenizer, [(r.kind, r.text if r.kind == "cpt" else r.messages) for r in records],
-                           recipe.num_workers)
+    encoder = _Encoder(recipe.tokenizer, recipe.num_workers)
+    try:
+        sources = {src.name: _tokenize_source(src, recipe, dec, encoder, work, stats, log) for src in recipe.sources}
+    finally:
+        encoder.close()
     tok_seconds = time.time() - t_tok
-    total_tokens = sum(len(ids) for ids, _ in encoded)
-    log(f"[data] tokenized {len(records)} documents, {total_tokens} tokens in {tok_seconds:.1f}s "
+    total_tokens = sum(st["raw_tokens"] for st in stats.values())
+    log(f"[data] tokenized {total_tokens} tokens in {tok_seconds:.1f}s "
         f"({total_tokens / max(tok_seconds, 1e-9):.0f} tokens/s)")
 
-    # 3. length filters: CPT split into pack-sized chunks, IT too long dropped/truncated, too short dropped -----
-    cpt: list[tuple[str, list]] = []  # (source, [chunks]) per document, so downsampling counts documents
-    it: list[tuple[str, tuple]] = []
-    for rec, (ids, mask) in zip(records, encoded):
-        s = stats[rec.source]
-        if len(ids) < recipe.min_tokens or int(mask.sum()) == 0:
-            s["dropped"]["too short / no target tokens"] = s["dropped"].get("too short / no target tokens", 0) + 1
-            continue
-        if rec.kind == "cpt":
-            chunks = [(ids[i:i + L], mask[i:i + L]) for i in range(0, len(ids), L)]
-            chunks = [c for c in chunks if len(c[0]) >= recipe.min_tokens]
-            if len(chunks) > 1:
-                s["split_into_chunks"] = s.get("split_into_chunks", 0) + 1
-            cpt.append((rec.source, chunks))
-        else:
-            if len(ids) > L:
-                if recipe.it_overlong == "drop":
-                    s["dropped"][f"longer than seq_length+1={L}"] = s["dropped"].get(f"longer than seq_length+1={L}", 0) + 1
-                    continue
-                ids, mask = ids[:L], mask[:L]
-                s["truncated"] = s.get("truncated", 0) + 1
-                if int(mask.sum()) == 0:
-                    s["dropped"]["no target tokens after truncation"] = s["dropped"].get(
-                        "no target tokens after truncation", 0) + 1
-                    continue
-            it.append((rec.source, (ids, mask)))
-
-    # 4. downsample CPT to the IT size (FinDAP: shuffle with the seed, keep as many examples as IT) -------------
+    # 2. downsample CPT to the IT size (FinDAP: shuffle with the seed, keep as many examples as IT) -------------
     b = recipe.blend
-    rng.shuffle(cpt)
-    kept = cpt
-    if b.downsample_cpt != "none" and it:
+    it_seqs = [(name, i) for name, t in sources.items() if stats[name]["kind"] == "it" for i in range(len(t.lengths))]
+    cpt_docs: list[tuple[str, int]] = [(name, doc) for name, t in sources.items() if stats[name]["kind"] == "cpt"
+                                       for doc in range(t.n_docs)]
+    rng.shuffle(cpt_docs)
+    doc_tokens: dict[str, np.ndarray] = {}
+    for name, t in sources.items():
+        if stats[name]["kind"] == "cpt":
+            doc_tokens[name] = np.bincount(np.asarray(t.docs, dtype=np.int64),
+                                           weights=np.asarray(t.lengths, dtype=np.float64), minlength=t.n_docs)
+    it_tokens = sum(sources[n].lengths[i] for n, i in it_seqs)
+    kept = cpt_docs
+    if b.downsample_cpt != "none" and it_seqs:
         if b.downsample_cpt == "examples":
-            kept = cpt[: int(round(b.cpt_to_it_ratio * len(it)))]
+            kept = cpt_docs[: int(round(b.cpt_to_it_ratio * len(it_seqs)))]
         else:
-            budget = b.cpt_to_it_ratio * sum(len(x[1][0]) for x in it)
-            kept, used = [], 0
-            for doc in cpt:
-                if used >= budget:
-                    break
-                kept.append(doc)
-                used += sum(len(c[0]) for c in doc[1])
-    for source, _ in cpt[len(kept):]:
-        stats[source]["dropped"]["downsampled (CPT cut to the IT size)"] = \
-            stats[source]["dropped"].get("downsampled (CPT cut to the IT size)", 0) + 1
-    downsampling = {"unit": b.downsample_cpt, "ratio": b.cpt_to_it_ratio, "it_documents": len(it),
-                    "it_tokens": int(sum(len(x[1][0]) for x in it)), "cpt_documents_before": len(cpt),
+            budget, used, n = b.cpt_to_it_ratio * it_tokens, 0.0, 0
+            while n < len(cpt_docs) and used < budget:
+                used += doc_tokens[cpt_docs[n][0]][cpt_docs[n][1]]
+                n += 1
+            kept = cpt_docs[:n]
+    for name, _ in cpt_docs[len(kept):]:
+        _count(stats[name]["dropped"], "downsampled (CPT cut to the IT size)")
+    kept_set: dict[str, set] = defaultdict(set)
+    for name, doc in kept:
+        kept_set[name].add(doc)
+    downsampling = {"unit": b.downsample_cpt, "ratio": b.cpt_to_it_ratio, "it_documents": len(it_seqs),
+                    "it_tokens": int(it_tokens), "cpt_documents_before": len(cpt_docs),
                     "cpt_documents_kept": len(kept),
-                    "cpt_tokens_kept": int(sum(len(c[0]) for _, chunks in kept for c in chunks))}
-    log(f"[data] CPT downsampled by {b.downsample_cpt}: {len(kept)}/{len(cpt)} documents kept for {len(it)} IT "
-        f"examples")
+                    "cpt_tokens_kept": int(sum(doc_tokens[n][d] for n, d in kept))}
+    log(f"[data] CPT downsampled by {b.downsample_cpt}: {len(kept)}/{len(cpt_docs)} documents kept for "
+        f"{len(it_seqs)} IT examples")
 
-    # 5. per-domain components: CPT and IT mixed (joint training), shuffled, packed, split, written ---------------
-    by_domain: dict[str, list[tuple[str, tuple]]] = defaultdict(list)
-    for source, chunks in kept:
-        for c in chunks:
-            by_domain[stats[source]["domain"]].append((source, c))
-    for source, doc in it:
-        by_domain[stats[source]["domain"]].append((source, doc))
+    # 3. per-domain components: CPT and IT mixed (joint training), shuffled, packed, split, written --------------
+    by_domain: dict[str, list[tuple[_Tokenized, int]]] = defaultdict(list)
+    for name, t in sources.items():
+        st = stats[name]
+        for seq, (doc, n) in enumerate(zip(t.docs, t.lengths)):
+            if st["kind"] == "cpt" and doc not in kept_set[name]:
+                continue
+            by_domain[st["domain"]].append((t, seq))
+            _count(st, "documents")
+            _count(st, "tokens", n)
     components = []
     for domain in sorted(by_domain):
         items = by_domain[domain]
         rng.shuffle(items)
-        for source, (ids, _) in items:
-            s = stats[source]
-            s["documents"] = s.get("documents", 0) + 1
-            s["tokens"] = s.get("tokens", 0) + len(ids)
-        docs = [x[1] for x in items]
-        packs = _pack(docs, L)
+        packs = _pack([t.lengths[seq] for t, seq in items], L)
         n_valid = int(len(packs) * b.valid_fraction)
         if b.valid_fraction > 0 and n_valid == 0 and len(packs) >= 2:
             n_valid = 1
-        splits = {"train": packs[n_valid:], "valid": packs[:n_valid]}
-        for split, sp in splits.items():
+        for split, sp in (("valid", packs[:n_valid]), ("train", packs[n_valid:])):
             if not sp:
                 continue
-            info = _write(tmp / f"{domain}_{split}", docs, sp)
+            info = _write(tmp / f"{domain}_{split}", items, sp)
             info.update(domain=domain, split=split, prefix=f"{domain}_{split}",
                         packing_efficiency=info["tokens"] / (len(sp) * L))
             components.append(info)
             log(f"[data] {domain}/{split}: {info['packs']} packs, {info['tokens']} tokens "
                 f"({info['packing_efficiency']:.1%} of capacity)")
+    for t in sources.values():
+        t._ds = None
+    shutil.rmtree(work, ignore_errors=True)
 
     # 6. blend weights -------------------------------------------------------------------------------------------
     blend = {}

@@ -1,5 +1,5 @@
 """Rendering and tokenizing records: CPT text -> BOS + text + end-of-text (all targets); chat -> the tokenizer's
-chat template with assistant-only targets. Runs in worker processes (one tokenizer each)."""
+chat template with assistant-only targets. Runs in worker processes (one tokenizer each, see ``build._Encoder``)."""
 
 from __future__ import annotations
 
@@ -64,27 +64,3 @@ def encode_batch(batch: list[tuple[str, object]]) -> list[tuple[np.ndarray, np.n
             ids, mask = render_chat(tok, payload)
             out[i] = (np.asarray(ids, dtype=np.int32), np.asarray(mask, dtype=np.uint8))
     return out  # type: ignore[return-value]
-
-
-def tokenize_all(tokenizer_dir: str, items: list[tuple[str, object]], num_workers: int, batch_size: int = 64,
-                 desc: str = "tokenize"):
-    """Tokenize in order with ``num_workers`` processes (1 = in-process); shows a progress bar."""
-    from tqdm.auto import tqdm
-
-    batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
-    results: list = []
-    bar = tqdm(total=len(items), desc=desc, unit="doc", dynamic_ncols=True, mininterval=1.0)
-    if num_workers <= 1 or len(items) < 2000:  # worker start-up (a tokenizer each) costs more than it saves
-        _init_worker(tokenizer_dir)
-        for b in batches:
-            results.extend(encode_batch(b))
-            bar.update(len(b))
-    else:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(num_workers, initializer=_init_worker, initargs=(tokenizer_dir,)) as pool:
-            for res in pool.imap(encode_batch, batches, chunksize=1):
-                results.extend(res)
-                bar.update(len(res))
-    bar.close()
-    return results
