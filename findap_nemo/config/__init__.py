@@ -10,8 +10,9 @@ from findap_nemo.config.loader import (
     Problems,
     config_to_dict,
     load_config,
+    model_preset,
     parse_overrides,
     save_config,
 )
 
-__all__ = ["ConfigError", "Problems", "config_to_dict", "load_config", "parse_overrides", "save_config"]
+__all__ = ["ConfigError", "Problems", "config_to_dict", "load_config", "model_preset", "parse_overrides", "save_config"]

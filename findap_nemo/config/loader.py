@@ -78,6 +78,13 @@ def _preset(name: str) -> dict:
     return _read_yaml(path)
 
 
+def model_preset(name: str):
+    """The ModelConfig of configs/model/<name>.yaml."""
+    from findap_nemo.config.schema import ModelConfig
+
+    return load_config(ModelConfig, None, base=_preset(name))
+
+
 def load_config(schema: type[T], path: str | os.PathLike | None = None, overrides: Iterable[str] = (),
                 base: dict | None = None, *, world_size: int | None = None) -> T:
     """Build a validated config object of dataclass type ``schema``.

@@ -19,11 +19,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    from findap_nemo.config import load_config
-    from findap_nemo.config.schema import TrainJobConfig
+    from findap_nemo.config import model_preset
     from findap_nemo.model.hf_tiny import save_random_llama
 
-    m = load_config(TrainJobConfig, None, [f"model.preset={a.preset}", "data.mock=true"]).model
+    m = model_preset(a.preset)
     out = Path(a.out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -133,8 +133,8 @@ def write_report(cfg: PipelineConfig, records: dict[str, dict]):
     rep.image(loss_curves(train_rows, ["lm_loss", "valid/lm_loss"], "CPT+IT training loss", p.report / "train_loss.png"))
     if train_rows:
         last = train_rows[-1]
-        rep.text(md_table([{k: last.get(k) for k in ("iteration", "lm_loss", "valid/lm_loss", "grad_norm",
-                                                     "tokens_per_s", "consumed_samples") if k in last}]))
+        keys = ("iteration", "lm_loss", "valid/lm_loss", "grad_norm", "tokens_per_s", "consumed_samples")
+        rep.text(md_table([{k: r.get(k) for k in keys if k in r} for r in (train_rows[0], last)]))
 
     rep.heading("GenRM preference pairs")
     summary = read_json(p.genrm / "summary.json")
@@ -154,9 +154,9 @@ def write_report(cfg: PipelineConfig, records: dict[str, dict]):
     rep.image(loss_curves(dpo_rows, ["reward_accuracy", "valid/reward_accuracy", "reward_margin"],
                           "DPO reward accuracy and margin", p.report / "dpo_rewards.png"))
     if dpo_rows:
-        last = dpo_rows[-1]
-        rep.text(md_table([{k: v for k, v in last.items() if isinstance(v, (int, float)) and
-                            not k.startswith(("step_time", "peak"))}]))
+        keys = ("iteration", "loss", "reward_accuracy", "reward_margin", "rewards_chosen", "rewards_rejected",
+                "valid/loss", "valid/reward_accuracy", "tokens_per_s")
+        rep.text(md_table([{k: r.get(k) for k in keys if k in r} for r in (dpo_rows[0], dpo_rows[-1])]))
 
     rep.heading("FinEval")
     comparison_md = p.eval / "comparison.md"
@@ -218,11 +218,8 @@ def _data_rows(manifest: dict) -> list[dict]:
 
 
 def _blend_rows(manifest: dict) -> list[dict]:
-    blend = manifest.get("blend") or {}
-    comps = blend.get("components") if isinstance(blend, dict) else blend
-    if not isinstance(comps, list):
-        return []
-    return [{k: v for k, v in c.items() if not isinstance(v, (dict, list))} for c in comps]
+    keys = ("domain", "split", "weight", "packs", "documents", "tokens", "target_tokens", "packing_efficiency")
+    return [{k: c.get(k) for k in keys} for c in manifest.get("components", [])]
 
 
 def stage_outputs_json(cfg: PipelineConfig) -> str:

@@ -156,7 +156,6 @@ class Trainer:
         if source is not None and not ck.finetune:
             self.iteration, extra = checkpointing.load_checkpoint(source, self.model, self.optimizer, self.scheduler)
             self.consumed = dict(extra.get("consumed", self.consumed))
-            self.history = list(extra.get("history", []))
             print_rank0(f"[{self.name}] resumed from {source} at iteration {self.iteration}")
         elif ck.pretrained or (source is not None and ck.finetune):
             path = ck.pretrained or source
@@ -295,7 +294,7 @@ class Trainer:
         if not self.cfg.checkpoint.save:
             return
         t = time.time()
-        extra = {"consumed": self.consumed, "history": self.history[-10000:]}
+        extra = {"consumed": self.consumed}  # identical on every rank (megatron checks the common state)
         path = checkpointing.save_checkpoint(self.cfg.checkpoint.save, self.iteration, self.model,
                                              self.optimizer if self.cfg.checkpoint.save_optimizer else None,
                                              self.scheduler, extra=extra, keep_last=self.cfg.checkpoint.keep_last)

@@ -1,0 +1,106 @@
+"""`findap-nemo dpo`: preference training (DPO / IPO / RPO, optional SFT term) against a frozen reference policy.
+
+    findap-nemo dpo --config configs/dpo/tiny_cpu.yaml --nproc-per-node 2 parallel.tensor_model_parallel_size=2
+    torchrun --nproc-per-node 8 -m findap_nemo.cli dpo --config configs/dpo/findap_llama3_8b.yaml \\
+        checkpoint.pretrained=<megatron checkpoint> data.train_file=<genrm pairs.jsonl>
+
+The policy starts from ``checkpoint.pretrained`` (a training or converted checkpoint, any TP/PP); the reference is
+the same weights, frozen. With ``dpo.precompute_reference_logps=true`` (default) its log-probs are computed once and
+stored under ``<checkpoint.save>/reference_logps``. Per-step metrics: loss, rewards_chosen/rejected, reward_margin,
+reward_accuracy (and valid/... on the held-out split every ``train.eval_interval`` steps). Resumes from the newest
+checkpoint in ``checkpoint.save``; SIGUSR1/SIGTERM checkpoint and exit 75 for a SLURM requeue.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from findap_nemo.launch import add_launch_arguments, maybe_relaunch
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="DPO YAML (see configs/dpo/)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. dpo.ref_policy_kl_penalty=0.1 optim.lr=5e-7")
+    p.add_argument("--print-config", action="store_true", help="print the fully resolved config and exit")
+    add_launch_arguments(p)
+
+
+def build_datasets(cfg, tokenizer):
+    """Train/valid PairDatasets and, per split, the file its records came from."""
+    from findap_nemo.config import ConfigError
+    from findap_nemo.dpo.data import PairDataset, load_pairs, split_holdout
+    from findap_nemo.parallel import is_rank0, print_rank0
+
+    d = cfg.data
+    kw = dict(seq_length=cfg.train.seq_length, default_chosen_reward=d.default_chosen_reward,
+              default_rejected_reward=d.default_rejected_reward, progress=is_rank0() and cfg.logging.progress_bar)
+    train, report = load_pairs(d.train_file, tokenizer, **kw)
+    print_rank0(f"[dpo] {report.summary()}")
+    sources = {"train": d.train_file}
+    if d.validation_file:
+        valid, vreport = load_pairs(d.validation_file, tokenizer, **kw)
+        print_rank0(f"[dpo] {vreport.summary()}")
+        sources["valid"] = d.validation_file
+    else:
+        train, valid = split_holdout(train, d.validation_fraction, cfg.train.seed)
+        sources["valid"] = d.train_file
+    if not train:
+        raise ConfigError(f"data.train_file={d.train_file!r}: no usable pairs ({report.summary()}); raise "
+                          f"train.seq_length or shorten the prompts")
+    print_rank0(f"[dpo] {len(train)} training pairs, {len(valid)} held-out pairs")
+    return {"train": PairDataset(train, "train"), "valid": PairDataset(valid, "valid") if valid else None}, sources
+
+
+def check_tokenizer(cfg, tokenizer) -> None:
+    from findap_nemo.config import ConfigError
+
+    if len(tokenizer) > cfg.model.vocab_size:
+        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size}: the tokenizer {cfg.model.tokenizer} has "
+                          f"{len(tokenizer)} tokens; set model.vocab_size>={len(tokenizer)}")
+
+
+def run(args) -> int:
+    from findap_nemo.config import config_to_dict, load_config, save_config
+    from findap_nemo.dpo.config import DPOJobConfig
+
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(config_to_dict(load_config(DPOJobConfig, args.config, args.overrides)), sort_keys=False))
+        return 0
+    code = maybe_relaunch(args, args.argv)
+    if code is not None:
+        return code
+    from findap_nemo.dpo.data import PairCollator
+    from findap_nemo.dpo.reference import build_reference, precompute
+    from findap_nemo.dpo.step import make_dpo_forward_step
+    from findap_nemo.dpo.trainer import DPOTrainer
+    from findap_nemo.parallel import destroy_distributed, init_distributed, is_rank0, print_rank0
+    from findap_nemo.tokenizer import load_tokenizer
+    from findap_nemo.train.trainer import Interrupted
+
+    cfg = load_config(DPOJobConfig, args.config, args.overrides)
+    tokenizer = load_tokenizer(cfg.model.tokenizer)
+    check_tokenizer(cfg, tokenizer)
+    init_distributed(cfg.parallel, cfg.train.seed)
+    try:
+        if cfg.checkpoint.save and is_rank0():
+            save_config(cfg, f"{cfg.checkpoint.save}/config.yaml")
+        datasets, sources = build_datasets(cfg, tokenizer)
+        collate = PairCollator(tokenizer.pad_token_id, cfg.train.seq_length,
+                               fixed_length=cfg.parallel.pipeline_model_parallel_size > 1,
+                               pad_to_multiple_of=cfg.data.pad_to_multiple_of,
+                               tensor_parallel=cfg.parallel.tensor_model_parallel_size)
+        reference = None
+        if cfg.dpo.precompute_reference_logps:
+            precompute(cfg, datasets, sources, collate)
+        else:
+            reference = build_reference(cfg)
+            print_rank0("[dpo] reference log-probs computed on the fly (one forward-only pass per step)")
+        trainer = DPOTrainer(cfg, make_dpo_forward_step(cfg.dpo), datasets, collate_fn=collate, reference=reference)
+        trainer.fit()
+    except Interrupted as stop:
+        return int(stop.code)
+    finally:
+        destroy_distributed()
+    return 0

@@ -1,0 +1,300 @@
+"""Generation engines for sampling, critiques and Yes/No scoring: Hugging Face transformers and vLLM.
+
+Both take token ids (prompts are chat-templated and tokenised once, by the caller) and offer two operations:
+``generate`` (N sampled or greedy continuations per prompt, stopping at the chat template's stop tokens) and
+``next_token_logprobs`` (log-probabilities of chosen tokens as the very next token: what FAP scores are read
+from, instead of sampled text).
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass
+class Completion:
+    text: str
+    num_tokens: int  # generated tokens, without the stop token
+    finished: bool  # ended on a stop token (False: cut at max_new_tokens)
+
+
+def has_vllm() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def _torch_dtype(name: str, on_gpu: bool):
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if on_gpu else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+class HFEngine:
+    """``AutoModelForCausalLM.generate`` on left-padded batches (KV cache on), sorted by length to pad little."""
+
+    name = "hf"
+
+    def __init__(self, path: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16,
+                 max_length: Optional[int] = None, tokenizer=None, **_):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from findap_nemo.tokenizer import load_tokenizer, stop_token_ids
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.tokenizer = tokenizer or load_tokenizer(path)
+        import transformers
+        from packaging.version import Version
+
+        key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"  # renamed in 4.56
+        self.model = AutoModelForCausalLM.from_pretrained(path, **{key: _torch_dtype(dtype, self.device.type == "cuda")})
+        self.model.to(self.device).eval()
+        self.batch_size = batch_size
+        cfg_len = getattr(self.model.config, "max_position_embeddings", None) or 4096
+        self.max_length = min(max_length or cfg_len, cfg_len)
+        self.stop_ids = stop_token_ids(self.tokenizer)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
+        self.truncated_prompts = 0  # prompts cut from the left to fit the context (reported in the summary)
+
+    def _fit(self, prompt: list[int], max_new_tokens: int) -> list[int]:
+        budget = max(self.max_length - max_new_tokens, 1)
+        if len(prompt) > budget:
+            self.truncated_prompts += 1
+            return prompt[-budget:]
+        return prompt
+
+    def _left_pad(self, seqs: list[list[int]]):
+        import torch
+
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[i, width - len(s):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def generate(self, prompts: list[list[int]], *, n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
+                 max_new_tokens: int = 256, seed: int = 0) -> list[list[Completion]]:
+        """``n`` completions per prompt; greedy when temperature is 0. Deterministic for a given seed and batch."""
+        import torch
+
+        torch.manual_seed(seed)
+        per_call = max(1, self.batch_size // n)
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        out: list[list[Completion]] = [[] for _ in prompts]
+        sample = temperature > 0
+        kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if sample else \
+            dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+        for start in range(0, len(order), per_call):
+            idx = order[start:start + per_call]
+            ids, mask = self._left_pad([self._fit(prompts[i], max_new_tokens) for i in idx])
+            with torch.inference_mode():
+                gen = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                          num_return_sequences=n, num_beams=1, eos_token_id=self.stop_ids,
+                                          pad_token_id=self.pad_id, use_cache=True, **kwargs)
+            new = gen[:, ids.shape[1]:].tolist()
+            for j, i in enumerate(idx):
+                for toks in new[j * n:(j + 1) * n]:
+                    cut = next((k for k, t in enumerate(toks) if t in self.stop_ids), None)
+                    kept = toks if cut is None else toks[:cut]
+                    out[i].append(Completion(self.tokenizer.decode(kept, skip_special_tokens=True), len(kept),
+                                             cut is not None))
+        return out
+
+    def next_token_logprobs(self, prompts: list[list[int]], token_ids: list[int]) -> list[list[float]]:
+        """log p(token | prompt) for each of ``token_ids``, from one forward pass (last position's logits only)."""
+        import torch
+
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        out: list[list[float]] = [[] for _ in prompts]
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            ids, mask = self._left_pad([self._fit(prompts[i], 1) for i in idx])
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            with torch.inference_mode():
+                try:  # last position only: B x 1 x vocab, not B x T x vocab
+                    logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits
+                except TypeError:  # transformers < 4.50
+                    logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+            logp = torch.log_softmax(logits[:, -1, :].float(), dim=-1)[:, token_ids]
+            for j, i in enumerate(idx):
+                out[i] = logp[j].tolist()
+        return out
+
+    def close(self) -> None:
+        import torch
+
+        del self.model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+class VLLMEngine:
+    """vLLM offline engine (continuous batching, paged KV cache, prefix caching for the shared judge prompts)."""
+
+    name = "vllm"
+
+    def __init__(self, path: str, *, dtype: str = "auto", max_length: Optional[int] = None,
+                 tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.85, tokenizer=None, **_):
+        from vllm import LLM
+
+        from findap_nemo.tokenizer import load_tokenizer, stop_token_ids
+
+        self.tokenizer = tokenizer or load_tokenizer(path)
+        self.stop_ids = stop_token_ids(self.tokenizer)
+        self.llm = LLM(model=path, dtype={"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(dtype, dtype),
+                       tensor_parallel_size=tensor_parallel_size, max_model_len=max_length,
+                       gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=True)
+        try:
+            self.max_length = self.llm.llm_engine.model_config.max_model_len
+        except AttributeError:  # engine internals differ across vLLM versions
+            self.max_length = max_length or self.tokenizer.model_max_length
+        self.truncated_prompts = 0
+
+    def _fit(self, prompt: list[int], max_new_tokens: int) -> list[int]:
+        budget = max(self.max_length - max_new_tokens, 1)
+        if len(prompt) > budget:
+            self.truncated_prompts += 1
+            return prompt[-budget:]
+        return prompt
+
+    def generate(self, prompts: list[list[int]], *, n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
+                 max_new_tokens: int = 256, seed: int = 0) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=n, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
+                                max_tokens=max_new_tokens, stop_token_ids=self.stop_ids, seed=seed,
+                                skip_special_tokens=True)
+        inputs = [{"prompt_token_ids": self._fit(p, max_new_tokens)} for p in prompts]
+        outs = self.llm.generate(inputs, params, use_tqdm=False)
+        return [[Completion(c.text, len([t for t in c.token_ids if t not in self.stop_ids]),
+                            c.finish_reason == "stop") for c in o.outputs] for o in outs]
+
+    def next_token_logprobs(self, prompts: list[list[int]], token_ids: list[int]) -> list[list[float]]:
+        """Each candidate token is appended to the prompt and its prompt logprob read back: exact values for
+        every candidate, not only those in a top-k list (prefix caching makes the extra requests cheap)."""
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+        inputs = [{"prompt_token_ids": self._fit(p, 2) + [t]} for p in prompts for t in token_ids]
+        outs = self.llm.generate(inputs, params, use_tqdm=False)
+        flat = [o.prompt_logprobs[-1][t].logprob for o, t in zip(outs, [t for _ in prompts for t in token_ids])]
+        k = len(token_ids)
+        return [flat[i * k:(i + 1) * k] for i in range(len(prompts))]
+
+    def close(self) -> None:
+        del self.llm
+        gc.collect()
+
+
+class OpenAIServerEngine:
+    """A running OpenAI-compatible server (``vllm serve <hf dir>``): token-id prompts on /v1/completions.
+
+    Requests go out concurrently so the server's continuous batching sees many at once. vLLM's extra
+    parameters (``stop_token_ids``, ``skip_special_tokens``) keep stopping identical to the local engines;
+    next-token log-probabilities use ``echo`` + ``logprobs`` on the prompt with the candidate token appended.
+    """
+
+    name = "openai_server"
+
+    def __init__(self, path: str, *, url: str, served_model: Optional[str] = None, max_length: Optional[int] = None,
+                 concurrency: int = 32, timeout_s: float = 600.0, tokenizer=None, **_):
+        from findap_nemo.tokenizer import load_tokenizer, stop_token_ids
+
+        self.tokenizer = tokenizer or load_tokenizer(path)
+        self.stop_ids = stop_token_ids(self.tokenizer)
+        self.url = url.rstrip("/")
+        if not self.url.endswith("/v1"):
+            self.url += "/v1"
+        self.model = served_model or path  # `vllm serve <path>` serves the model under its path
+        self.max_length = max_length or 4096
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.truncated_prompts = 0
+
+    def _post(self, body: dict) -> dict:
+        import json
+        import os
+        import urllib.error
+        import urllib.request
+
+        headers = {"Content-Type": "application/json"}
+        if os.environ.get("OPENAI_API_KEY"):
+            headers["Authorization"] = f"Bearer {os.environ['OPENAI_API_KEY']}"
+        req = urllib.request.Request(f"{self.url}/completions", data=json.dumps(body).encode(), headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            raise RuntimeError(f"{self.url}/completions: HTTP {err.code}: {err.read()[:500]!r}") from err
+        except urllib.error.URLError as err:
+            raise RuntimeError(f"{self.url}: server not reachable ({err.reason}); start it with "
+                               f"`vllm serve {self.model}` or fix policy.url / genrm.url") from err
+
+    def _map(self, bodies: list[dict]) -> list[dict]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(self._post, bodies))
+
+    def _fit(self, prompt: list[int], max_new_tokens: int) -> list[int]:
+        budget = max(self.max_length - max_new_tokens, 1)
+        if len(prompt) > budget:
+            self.truncated_prompts += 1
+            return prompt[-budget:]
+        return prompt
+
+    def generate(self, prompts: list[list[int]], *, n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
+                 max_new_tokens: int = 256, seed: int = 0) -> list[list[Completion]]:
+        bodies = [{"model": self.model, "prompt": self._fit(p, max_new_tokens), "n": n, "temperature": temperature,
+                   "top_p": top_p if temperature > 0 else 1.0, "max_tokens": max_new_tokens, "seed": seed + i,
+                   "stop_token_ids": self.stop_ids, "skip_special_tokens": True} for i, p in enumerate(prompts)]
+        out = []
+        for resp in self._map(bodies):
+            choices = sorted(resp["choices"], key=lambda c: c.get("index", 0))
+            # the API returns text only: token counts (throughput) are the text re-encoded
+            out.append([Completion(c["text"], len(self.tokenizer.encode(c["text"], add_special_tokens=False)),
+                                   c.get("finish_reason") == "stop") for c in choices])
+        return out
+
+    def next_token_logprobs(self, prompts: list[list[int]], token_ids: list[int]) -> list[list[float]]:
+        bodies, where = [], []
+        for p in prompts:
+            fitted = self._fit(p, 2)
+            for t in token_ids:
+                bodies.append({"model": self.model, "prompt": fitted + [t], "max_tokens": 1, "echo": True,
+                               "logprobs": 0, "temperature": 0.0})
+                where.append(len(fitted))
+        flat = [resp["choices"][0]["logprobs"]["token_logprobs"][k] for resp, k in zip(self._map(bodies), where)]
+        k = len(token_ids)
+        return [[float(x) for x in flat[i * k:(i + 1) * k]] for i in range(len(prompts))]
+
+    def close(self) -> None:
+        pass
+
+
+def make_engine(kind: str, path: str, *, url: Optional[str] = None, **kwargs):
+    """A server ``url`` means that server; else ``kind`` auto picks vLLM when it is installed and a GPU is
+    visible, else transformers."""
+    import torch
+
+    if url:
+        return OpenAIServerEngine(path, url=url, **kwargs)
+    if kind == "auto":
+        kind = "vllm" if has_vllm() and torch.cuda.is_available() else "hf"
+    if kind == "vllm":
+        if not has_vllm():
+            from findap_nemo.config import ConfigError
+
+            raise ConfigError("backend.kind='vllm': vLLM is not installed here; `pip install vllm` on a GPU node "
+                              "or use backend.kind=hf")
+        return VLLMEngine(path, **kwargs)
+    return HFEngine(path, **kwargs)
