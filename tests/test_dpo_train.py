@@ -101,6 +101,8 @@ LAYOUTS = {
     "tp2_sp_on_the_fly": ["parallel.tensor_model_parallel_size=2", "parallel.sequence_parallel=true",
                           "dpo.precompute_reference_logps=false"],
     "pp2_on_the_fly": ["parallel.pipeline_model_parallel_size=2", "dpo.precompute_reference_logps=false"],
+    "pp2_vpp2_on_the_fly": ["parallel.pipeline_model_parallel_size=2", "parallel.virtual_pipeline_model_parallel_size=2",
+                            "dpo.precompute_reference_logps=false"],
     "dp2_distopt_precomputed": ["parallel.use_distributed_optimizer=true"],
 }
 

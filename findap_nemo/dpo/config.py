@@ -82,13 +82,6 @@ class DPOJobConfig:
         p.check(par.context_parallel_size == 1, "parallel.context_parallel_size", par.context_parallel_size,
                 "DPO sums response log-probs over whole sequences; context parallelism is not supported, use 1 "
                 "(preference pairs rarely need it: use TP/SP for long sequences)")
-        if par.virtual_pipeline_model_parallel_size and par.pipeline_model_parallel_size == 2:
-            from findap_nemo.runtime import has_cuda
-
-            p.check(has_cuda(), "parallel.virtual_pipeline_model_parallel_size",
-                    par.virtual_pipeline_model_parallel_size,
-                    "with pipeline_model_parallel_size=2 the interleaved schedule exchanges activations and "
-                    "gradients with the same peer in one batch, which gloo (CPU) mismatches; use PP>=4 or null")
         p.check(self.train.train_iters >= 1, "train.train_iters", self.train.train_iters, "must be >= 1")
         p.check(self.optim.lr > 0, "optim.lr", self.optim.lr, "must be > 0")
         p.check(self.optim.lr_decay_style in ("cosine", "linear", "constant"), "optim.lr_decay_style",
