@@ -254,6 +254,28 @@ def _gather_optimizer_state_over_gloo():
     cls.get_parameter_state_dp_zero = get_parameter_state_dp_zero
 
 
+def _tied_embeddings_across_pipeline():
+    """With tied embeddings and PP > 1, ``LanguageModule.setup_embeddings_and_output_layer`` moves the last stage's
+    copy of the embedding with ``weight.data.cuda()`` before all-reducing it with the first stage ("Torch not
+    compiled with CUDA enabled"). On CPU the tensor stays where it is for the duration of that call."""
+    from megatron.core.models.common.language_module.language_module import LanguageModule
+
+    original = LanguageModule.setup_embeddings_and_output_layer
+    if getattr(original, "_findap_cpu_shim", False):
+        return
+
+    def setup_embeddings_and_output_layer(self):
+        real_cuda = torch.Tensor.cuda
+        torch.Tensor.cuda = lambda t, *a, **k: t
+        try:
+            return original(self)
+        finally:
+            torch.Tensor.cuda = real_cuda
+
+    setup_embeddings_and_output_layer._findap_cpu_shim = True
+    LanguageModule.setup_embeddings_and_output_layer = setup_embeddings_and_output_layer
+
+
 def cpu_transformer_config() -> dict:
     """TransformerConfig values the CPU (gloo) path needs; merged by the model builder when CUDA is absent.
 
@@ -282,5 +304,6 @@ def apply_cpu_shims() -> bool:
     _rng_state_setter()
     _own_step_per_param()
     _gather_optimizer_state_over_gloo()
+    _tied_embeddings_across_pipeline()
     _APPLIED = True
     return True

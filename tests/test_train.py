@@ -172,3 +172,15 @@ def test_resume_in_another_layout(init_ckpt, reference, tmp_path):
     cli("train", "--nproc-per-node", "2", *base, "parallel.tensor_model_parallel_size=2")
     losses = [m["lm_loss"] for m in metrics(save / "metrics.jsonl")]
     assert losses == pytest.approx(reference, rel=2e-5, abs=2e-5)
+
+
+@pytest.mark.slow
+def test_tied_embeddings_across_pipeline_match_tp1(tmp_path):
+    """Tied input/output embeddings with PP2: megatron keeps a copy on the last stage and syncs it and its grads."""
+    tied = "model.untie_embeddings_and_output_weights=false"
+    init = tmp_path / "init"
+    subprocess.run([sys.executable, "tests/dist/init_checkpoint.py", str(init), tied], cwd=REPO, env=env(),
+                   check=True, capture_output=True)
+    _, ref = _train(tmp_path, "tp1", init, tied)
+    _, pp2 = _train(tmp_path, "pp2", init, tied, "parallel.pipeline_model_parallel_size=2", nproc=2)
+    assert pp2 == pytest.approx(ref, rel=2e-5, abs=2e-5)
