@@ -184,3 +184,29 @@ def test_tied_embeddings_across_pipeline_match_tp1(tmp_path):
     _, ref = _train(tmp_path, "tp1", init, tied)
     _, pp2 = _train(tmp_path, "pp2", init, tied, "parallel.pipeline_model_parallel_size=2", nproc=2)
     assert pp2 == pytest.approx(ref, rel=2e-5, abs=2e-5)
+
+
+@pytest.mark.slow
+def test_sigterm_to_every_process_still_checkpoints(tmp_path):
+    """Preemption (scancel, time limit) signals every process of the job, megatron's checkpoint helper processes
+    included: the save after the signal must still complete."""
+    import os
+
+    from findap_nemo.runtime import EXIT_REQUEUE
+
+    save = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "findap_nemo.cli", "train", *CONFIG, *COMMON[:2],
+                             "train.train_iters=200", "checkpoint.save_interval=2", f"checkpoint.save={save}"],
+                            cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (save / "latest_checkpointed_iteration.txt").exists():
+        time.sleep(0.2)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_REQUEUE, out[-3000:]
+    last = int((save / "latest_checkpointed_iteration.txt").read_text())
+    assert last == len(metrics(save / "metrics.jsonl")) > 2, out[-2000:]
+    assert (save / f"iter_{last:07d}" / "metadata.json").exists()
+    assert not list(save.glob("iter_*.tmp-*"))

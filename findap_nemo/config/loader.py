@@ -95,7 +95,13 @@ def load_config(schema: type[T], path: str | os.PathLike | None = None, override
     """
     layers: list[Any] = []
     file_data = _read_yaml(path) if path else {}
-    dot = OmegaConf.from_dotlist(parse_overrides(overrides)) if overrides else OmegaConf.create({})
+    try:
+        dot = OmegaConf.from_dotlist(parse_overrides(overrides)) if overrides else OmegaConf.create({})
+    except (OmegaConfBaseException, yaml.YAMLError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"overrides {list(overrides)}: cannot parse ({str(err).splitlines()[0]}); values are "
+                          f"YAML, quote strings with special characters") from err
     # The preset is chosen by the file, the base or an override; it sits under the file's own model keys.
     preset = OmegaConf.select(dot, "model.preset") or (file_data.get("model") or {}).get("preset") \
         or ((base or {}).get("model") or {}).get("preset")

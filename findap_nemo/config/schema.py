@@ -130,7 +130,8 @@ class TrainDataConfig:
 
 
 def _world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    """torchrun's WORLD_SIZE, else srun's SLURM_NTASKS (one task per GPU), else 1."""
+    return int(os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS") or 1)
 
 
 def validate_megatron(model: ModelConfig, parallel: ParallelConfig, precision: PrecisionConfig,
