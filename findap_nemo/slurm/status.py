@@ -1,0 +1,128 @@
+"""`findap-nemo slurm status`: the state of every job of a run's latest submission, from squeue/scontrol (and sacct
+where accounting exists), with each job's restarts, exit code and the last progress line of its log."""
+
+from __future__ import annotations
+
+import glob
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from findap_nemo.slurm.submit import load_records
+
+
+def _run(cmd: list[str]) -> str:
+    if shutil.which(cmd[0]) is None:
+        return ""
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    return proc.stdout if proc.returncode == 0 else ""
+
+
+def _scontrol(job_id: str) -> list[dict[str, str]]:
+    """One dict per job (array tasks included) while slurmctld still remembers it (MinJobAge)."""
+    rows = []
+    for line in _run(["scontrol", "-o", "show", "job", job_id]).splitlines():
+        info: dict[str, str] = {}
+        for tok in line.split():
+            if "=" in tok:
+                k, v = tok.split("=", 1)
+                info.setdefault(k, v)
+        if info:
+            rows.append(info)
+    return rows
+
+
+def _sacct(job_id: str) -> list[dict[str, str]]:
+    out = _run(["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "JobID,State,ExitCode,Elapsed,NodeList"])
+    rows = []
+    for line in out.splitlines():
+        f = line.split("|")
+        if len(f) == 5:
+            rows.append({"JobId": f[0], "JobState": f[1].split()[0], "ExitCode": f[2], "RunTime": f[3],
+                         "NodeList": f[4], "Restarts": "?", "Reason": ""})
+    return rows
+
+
+_PROGRESS = re.compile(r"(iter \d+/\d+[^\n]{0,80}|\[findap-slurm\][^\n]{0,160})")
+
+
+def last_progress(log_glob: str) -> str:
+    """The last training-progress or findap-slurm line of the newest matching log."""
+    files = sorted(glob.glob(log_glob), key=lambda f: Path(f).stat().st_mtime)
+    if not files:
+        return ""
+    try:
+        text = Path(files[-1]).read_text(errors="replace")[-20000:]
+    except OSError:
+        return ""
+    hits = _PROGRESS.findall(text)
+    return hits[-1].strip() if hits else ""
+
+
+def latest_checkpoint(ckpt_dir: str) -> str:
+    """The iteration in ``latest_checkpointed_iteration.txt`` (what a requeued or resubmitted job resumes from)."""
+    path = Path(ckpt_dir) / "latest_checkpointed_iteration.txt"
+    try:
+        return f"iter {int(path.read_text().strip())} in {ckpt_dir}"
+    except (OSError, ValueError):
+        return ""
+
+
+def job_rows(record: dict) -> list[dict[str, str]]:
+    rows = []
+    for job in record["jobs"]:
+        infos = _scontrol(job["job_id"]) or _sacct(job["job_id"])
+        log_glob = re.sub(r"_%a|%a", "_*", job["log"]) if job.get("array_size") else job["log"]
+        if not infos:
+            rows.append({"name": job["name"], "job_id": job["job_id"], "state": "UNKNOWN (no longer in slurmctld; "
+                         "no accounting)", "exit": "", "restarts": "", "elapsed": "", "reason": "",
+                         "progress": last_progress(log_glob), "log": job["log"],
+                         "checkpoint": "; ".join(filter(None, map(latest_checkpoint, job.get("checkpoints", []))))})
+            continue
+        ckpts = job.get("checkpoints") or []
+        for n, info in enumerate(infos):
+            task = info.get("ArrayTaskId")
+            jid = f"{info.get('ArrayJobId', job['job_id'])}_{task}" if task and task != "N/A" else \
+                info.get("JobId", job["job_id"])
+            log = job["log"].replace("%a", task) if task and "%a" in job["log"] else job["log"]
+            reason = info.get("Reason", "")
+            rows.append({"name": job["name"], "job_id": jid, "state": info.get("JobState", "?"),
+                         "exit": info.get("ExitCode", ""), "restarts": info.get("Restarts", ""),
+                         "elapsed": info.get("RunTime", ""), "reason": "" if reason in ("None", "(null)") else reason,
+                         "progress": last_progress(log.replace("%a", "*")), "log": log,
+                         "checkpoint": _task_checkpoint(ckpts, task, n)})
+    return rows
+
+
+def _task_checkpoint(ckpts: list[str], task: str | None, n: int) -> str:
+    if not ckpts:
+        return ""
+    if len(ckpts) == 1:
+        return latest_checkpoint(ckpts[0])
+    i = int(task) if task and task.isdigit() else n
+    return latest_checkpoint(ckpts[i]) if i < len(ckpts) else ""
+
+
+def format_table(rows: list[dict[str, str]]) -> str:
+    cols = [("name", "JOB"), ("job_id", "ID"), ("state", "STATE"), ("exit", "EXIT"), ("restarts", "RESTARTS"),
+            ("elapsed", "ELAPSED"), ("reason", "REASON")]
+    widths = {k: max(len(h), *(len(str(r[k])) for r in rows)) for k, h in cols} if rows else {}
+    lines = ["  ".join(h.ljust(widths[k]) for k, h in cols)]
+    for r in rows:
+        lines.append("  ".join(str(r[k]).ljust(widths[k]) for k, _ in cols))
+        if r["progress"]:
+            lines.append(f"    last: {r['progress']}")
+        if r.get("checkpoint"):
+            lines.append(f"    ckpt: {r['checkpoint']}")
+        lines.append(f"    log:  {r['log']}")
+    return "\n".join(lines)
+
+
+def status(run_dir: str, *, all_submissions: bool = False) -> list[dict[str, str]]:
+    records = load_records(run_dir)
+    chosen = records if all_submissions else records[-1:]
+    rows = []
+    for rec in chosen:
+        rows += job_rows(rec)
+    return rows
