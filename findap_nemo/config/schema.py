@@ -222,6 +222,17 @@ def validate_megatron(model: ModelConfig, parallel: ParallelConfig, precision: P
     return p
 
 
+def validate_training(model: ModelConfig, parallel: ParallelConfig, precision: PrecisionConfig,
+                      optim: OptimConfig, sched: ScheduleConfig, world_size: int | None = None) -> Problems:
+    """:func:`validate_megatron` plus the optimizer/schedule checks every training stage (train, dpo) shares."""
+    p = validate_megatron(model, parallel, precision, sched, world_size)
+    p.check(sched.train_iters >= 1, "train.train_iters", sched.train_iters, "must be >= 1")
+    p.check(optim.lr > 0, "optim.lr", optim.lr, "must be > 0")
+    p.check(optim.lr_decay_style in ("cosine", "linear", "constant"), "optim.lr_decay_style",
+            optim.lr_decay_style, "use cosine, linear or constant")
+    return p
+
+
 @dataclass
 class TrainJobConfig:
     """`findap-nemo train`: joint CPT+IT training."""
@@ -236,11 +247,7 @@ class TrainJobConfig:
     data: TrainDataConfig = field(default_factory=TrainDataConfig)
 
     def validate(self, world_size: int | None = None) -> None:
-        p = validate_megatron(self.model, self.parallel, self.precision, self.train, world_size)
-        p.check(self.train.train_iters >= 1, "train.train_iters", self.train.train_iters, "must be >= 1")
-        p.check(self.optim.lr > 0, "optim.lr", self.optim.lr, "must be > 0")
-        p.check(self.optim.lr_decay_style in ("cosine", "linear", "constant"), "optim.lr_decay_style",
-                self.optim.lr_decay_style, "use cosine, linear or constant")
+        p = validate_training(self.model, self.parallel, self.precision, self.optim, self.train, world_size)
         p.check(self.data.mock or bool(self.data.manifest), "data.manifest", self.data.manifest,
                 "give the data stage's manifest.json (findap-nemo data ...) or set data.mock=true")
         if self.data.reset_attention_mask:

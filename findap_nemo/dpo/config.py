@@ -14,7 +14,7 @@ from findap_nemo.config.schema import (
     ParallelConfig,
     PrecisionConfig,
     ScheduleConfig,
-    validate_megatron,
+    validate_training,
 )
 from findap_nemo.dpo.losses import PREFERENCE_LOSSES
 
@@ -68,7 +68,7 @@ class DPOJobConfig:
     dpo: DPOLossConfig = field(default_factory=DPOLossConfig)
 
     def validate(self, world_size: int | None = None) -> None:
-        p = validate_megatron(self.model, self.parallel, self.precision, self.train, world_size)
+        p = validate_training(self.model, self.parallel, self.precision, self.optim, self.train, world_size)
         d, c = self.dpo, self.checkpoint
         p.check(d.preference_loss in PREFERENCE_LOSSES, "dpo.preference_loss", d.preference_loss,
                 f"use one of {list(PREFERENCE_LOSSES)}")
@@ -82,10 +82,6 @@ class DPOJobConfig:
         p.check(par.context_parallel_size == 1, "parallel.context_parallel_size", par.context_parallel_size,
                 "DPO sums response log-probs over whole sequences; context parallelism is not supported, use 1 "
                 "(preference pairs rarely need it: use TP/SP for long sequences)")
-        p.check(self.train.train_iters >= 1, "train.train_iters", self.train.train_iters, "must be >= 1")
-        p.check(self.optim.lr > 0, "optim.lr", self.optim.lr, "must be > 0")
-        p.check(self.optim.lr_decay_style in ("cosine", "linear", "constant"), "optim.lr_decay_style",
-                self.optim.lr_decay_style, "use cosine, linear or constant")
         for key in ("train_file", "validation_file"):
             path = getattr(self.data, key)
             if key == "train_file" or path:
