@@ -149,7 +149,8 @@ def findap(tokenizer: Path, corpus: Path, workers: int, out: Path) -> dict:
     cfg.write_text(yaml.safe_dump(recipe))
     r = measure([sys.executable, "-m", "findap_nemo.cli", "data", "--config", str(cfg)])
     m = json.loads((out / "manifest.json").read_text())
-    r.update(tokens=m["timing"]["tokens"], seconds=m["timing"]["tokenize_seconds"])
+    r.update(tokens=m["timing"]["tokens"], seconds=m["timing"]["pipeline_seconds"],
+             tokenize_only_seconds=m["timing"]["tokenize_seconds"])
     return r
 
 
@@ -159,6 +160,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--megatron-lm", help="a Megatron-LM checkout to run tools/preprocess_data.py from")
     a = ap.parse_args()
+    load_start = " ".join(f"{x:.1f}" for x in os.getloadavg())
     tok = llama3_sized_tokenizer()
     big, small = make_corpus(a.mb, f"corpus_{a.mb:g}mb"), make_corpus(a.mb / 5, f"corpus_{a.mb / 5:g}mb")
     res: dict[str, dict] = {}
@@ -188,7 +190,8 @@ def main() -> int:
             "machine": f"{platform.node()} {os.cpu_count()} cpus", "date": time.strftime("%Y-%m-%d %H:%M UTC"),
             "corpus_mb": a.mb, "tokenizer": "Tekken 131k BPE (mistral_common) as HF fast tokenizer",
             "speedup_vs_baseline_per_core": ours / base, "fraction_of_raw_tokenizer_per_core": ours / raw,
-            "megatron_lm": "run" if a.megatron_lm else "not run (no --megatron-lm checkout given)"}
+            "megatron_lm": "run" if a.megatron_lm else "not run (no --megatron-lm checkout given)",
+            "load_average_start": load_start, "load_average_end": " ".join(f"{x:.1f}" for x in os.getloadavg())}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "data_throughput.json").write_text(json.dumps({"meta": meta, "results": res}, indent=2))
     lines = ["# data_throughput", "", f"`{meta['command']}` on {meta['machine']}, {meta['date']}; corpus "
@@ -200,8 +203,11 @@ def main() -> int:
     lines += ["", f"findap-nemo (1 worker) vs baseline, per core: **{meta['speedup_vs_baseline_per_core']:.2f}x**; "
               f"vs the raw tokenizer: **{meta['fraction_of_raw_tokenizer_per_core']:.2f}** of its speed. "
               f"Megatron-LM: {meta['megatron_lm']}.",
-              "tokens/s counts the tokenize+pack+write phase of `findap-nemo data` (its manifest's timing); wall "
-              "includes start-up and the manifest."]
+              "tokens/s counts, like the baseline's, everything after loading the tokenizer: for `findap-nemo data` "
+              "read + tokenize (workers start-up included) + downsample + pack + write (its manifest's "
+              "timing.pipeline_seconds); wall includes interpreter and tokenizer start-up and the manifest.",
+              f"Load average when the benchmark started: {meta['load_average_start']}; at the end: "
+              f"{meta['load_average_end']} (other jobs shared the machine's cores)."]
     (RESULTS / "data_throughput.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

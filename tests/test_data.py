@@ -183,6 +183,35 @@ def test_non_utf8_file_and_bad_chat_records(tiny_tokenizer_dir, corpus, tmp_path
     assert _manifest(tmp_path / "z")["sources"]["fin_it"]["skipped_bad"] == {"empty document": 1}
 
 
+def test_parquet_and_local_hf_dataset_sources(tiny_tokenizer_dir, corpus, tmp_path, monkeypatch):
+    """Parquet files and ``datasets.load_dataset`` folders feed the same pipeline as JSONL; blank lines are counted."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+    rows = [json.loads(line) for line in corpus["fin_cpt"].read_text().splitlines()]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "fin_cpt.parquet", row_group_size=7)
+    hf_dir = tmp_path / "gen_it_hf"
+    hf_dir.mkdir()
+    (hf_dir / "train.jsonl").write_text(corpus["gen_it"].read_text(), encoding="utf-8")
+    gen_cpt = tmp_path / "gen_cpt_blank.jsonl"
+    gen_cpt.write_text(corpus["gen_cpt"].read_text() + "\n\n", encoding="utf-8")
+    r = recipe(tiny_tokenizer_dir, corpus, tmp_path / "pq")
+    r.sources[0].path = str(tmp_path / "fin_cpt.parquet")
+    r.sources[1].path = str(gen_cpt)
+    r.sources[3].path, r.sources[3].hf_dataset = None, str(hf_dir)
+    build(r, **QUIET)
+    ref = tmp_path / "ref"
+    build(recipe(tiny_tokenizer_dir, corpus, ref), **QUIET)
+    m, m_ref = _manifest(tmp_path / "pq"), _manifest(ref)
+    for name in ("fin_cpt", "gen_it"):
+        assert m["sources"][name]["read"] == m_ref["sources"][name]["read"] > 0
+        assert m["sources"][name]["raw_tokens"] == m_ref["sources"][name]["raw_tokens"]
+    assert m["sources"]["gen_cpt"]["skipped_bad"] == {"blank line": 2}
+    assert [c["tokens"] for c in m["components"]] == [c["tokens"] for c in m_ref["components"]]
+
+
 def test_overlong_conversations_dropped_or_truncated_and_counted(tiny_tokenizer_dir, corpus, tmp_path):
     long = _jsonl(tmp_path / "long.jsonl", [{"messages": [{"role": "user", "content": "Tell me. " * 5},
                                                           {"role": "assistant", "content": "word " * 400}]}])
@@ -211,8 +240,33 @@ def test_interrupted_build_leaves_nothing_that_looks_complete(tiny_tokenizer_dir
         build(recipe(tiny_tokenizer_dir, corpus, out), **QUIET)
     assert not out.exists() and not any(p.name.endswith("manifest.json") for p in tmp_path.rglob("*"))
     monkeypatch.setattr(b, "_write", real)
-    build(recipe(tiny_tokenizer_dir, corpus, out), **QUIET)  # a rerun completes
-    assert (out / "manifest.json").is_file()
+    # a rerun resumes: the four sources were tokenized before the crash and are not tokenized again
+    tokenized = []
+    real_tok = b._tokenize_source
+    monkeypatch.setattr(b, "_tokenize_source", lambda src, *a: tokenized.append(src.name) or real_tok(src, *a))
+    logs = []
+    build(recipe(tiny_tokenizer_dir, corpus, out), log=logs.append)
+    assert tokenized == [] and sum("reusing the tokenized output" in m for m in logs) == 4
+    assert (out / "manifest.json").is_file() and not (tmp_path / "ds.partial").exists()
+    assert not list(out.rglob("_tokenized")) and not (out / ".lock").exists()
+    clean = tmp_path / "clean"
+    build(recipe(tiny_tokenizer_dir, corpus, clean), **QUIET)
+    m, m_clean = _manifest(out), _manifest(clean)
+    assert m["sources"] == m_clean["sources"] and m["components"] == m_clean["components"]
+    for comp in m["components"]:  # the resumed dataset is byte-identical to a clean build
+        for suffix in (".bin", ".idx", "_mask.bin", "_mask.idx"):
+            assert (out / (comp["prefix"] + suffix)).read_bytes() == (clean / (comp["prefix"] + suffix)).read_bytes()
+    # a changed input is tokenized again (its fingerprint no longer matches)
+    monkeypatch.setattr(b, "_write", crash)
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        build(recipe(tiny_tokenizer_dir, corpus, tmp_path / "ds2"), **QUIET)
+    monkeypatch.setattr(b, "_write", real)
+    with open(corpus["gen_it"], "a") as f:
+        f.write(json.dumps({"prompt": "One more?", "response": "Yes."}) + "\n")
+    tokenized.clear()
+    build(recipe(tiny_tokenizer_dir, corpus, tmp_path / "ds2"), **QUIET)
+    assert tokenized == ["gen_it"]
     with pytest.raises(FileExistsError, match="overwrite=true"):
         build(recipe(tiny_tokenizer_dir, corpus, out), **QUIET)
 

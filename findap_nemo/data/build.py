@@ -1,21 +1,29 @@
 """Building the blended CPT+IT dataset: read -> decontaminate -> tokenize -> downsample CPT -> pack -> write.
 
-Output folder (written as ``<out>.tmp-*`` and renamed when complete, so an interrupted build never looks done)::
+Output folder (written as ``<out>.partial`` and renamed when complete, so an interrupted build never looks done)::
 
     <out>/finance_train.bin/.idx        tokens (int32); one sequence per document, one megatron "document" per pack
     <out>/finance_train_mask.bin/.idx   uint8 target mask with the same structure (1 = token is a training target)
     <out>/finance_valid...              held-out packs
     <out>/general_train...
     <out>/manifest.json                 statistics of every source, what was dropped and why, the blend
+
+Resuming: each source is tokenized to ``<out>.partial/_tokenized/<name>`` and marked done with a fingerprint of
+everything that shapes its tokens (source mapping, file sizes/mtimes, tokenizer files, length rules,
+decontamination). A rerun after an interruption reuses the sources whose fingerprint still matches and redoes
+only the rest; packing and writing (cheap next to tokenizing) always run again.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import random
 import shutil
 import time
+import warnings
 from collections import Counter, defaultdict
 from dataclasses import asdict
 from pathlib import Path
@@ -82,12 +90,54 @@ class _Tokenized:
         self.n_docs = 0
         self._ds = None
 
+    def save_done(self, stats: dict, fingerprint: str) -> None:
+        """Mark this source complete (written last, atomically) so a rerun can reuse it."""
+        np.save(str(self.prefix) + ".lengths.npy", np.asarray(self.lengths, dtype=np.int64))
+        np.save(str(self.prefix) + ".docs.npy", np.asarray(self.docs, dtype=np.int64))
+        done = Path(str(self.prefix) + ".done.json")
+        tmp = done.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"fingerprint": fingerprint, "n_docs": self.n_docs, "stats": stats}))
+        os.replace(tmp, done)
+
+    @classmethod
+    def load_done(cls, prefix: Path, fingerprint: str) -> tuple["_Tokenized", dict] | None:
+        done = Path(str(prefix) + ".done.json")
+        if not done.is_file():
+            return None
+        meta = json.loads(done.read_text())
+        if meta.get("fingerprint") != fingerprint:
+            return None
+        t = cls(prefix)
+        t.lengths = np.load(str(prefix) + ".lengths.npy").tolist()
+        t.docs = np.load(str(prefix) + ".docs.npy").tolist()
+        t.n_docs = int(meta["n_docs"])
+        return t, meta["stats"]
+
     def open(self):
         from megatron.core.datasets.indexed_dataset import IndexedDataset
 
         if self._ds is None:
             self._ds = (IndexedDataset(str(self.prefix)), IndexedDataset(str(self.prefix) + "_mask"))
         return self._ds
+
+
+def _file_state(path: str | None) -> list:
+    """(name, size, mtime) of every file under ``path``: a changed input invalidates its tokenized cache."""
+    if not path:
+        return []
+    paths = [path] if os.path.isfile(path) else sorted(str(p) for p in Path(path).rglob("*") if p.is_file())
+    return [(p, os.path.getsize(p), int(os.path.getmtime(p))) for p in paths]
+
+
+def _fingerprint(src, recipe, dec) -> str:
+    """Everything that shapes one source's tokenized output."""
+    parts = {
+        "source": asdict(src), "files": _file_state(src.path), "tokenizer": _file_state(recipe.tokenizer),
+        "seq_length": recipe.seq_length, "min_tokens": recipe.min_tokens, "it_overlong": recipe.it_overlong,
+        "skip_bad": recipe.skip_bad, "decontamination": asdict(recipe.decontamination),
+        "eval_files": [_file_state(f) for f in sorted(dec.files)] if dec else [], "version": MANIFEST_VERSION,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _tokenize_source(src, recipe, dec, encoder, work: Path, stats: dict, log) -> _Tokenized:
@@ -121,7 +171,7 @@ def _tokenize_source(src, recipe, dec, encoder, work: Path, stats: dict, log) ->
         bar.update(len(encoded))
         for ids, mask in encoded:
             tokens += len(ids)
-            if len(ids) < recipe.min_tokens or int(mask.sum()) == 0:
+            if len(ids) < recipe.min_tokens or (src.kind == "it" and not mask.any()):  # CPT: all targets
                 _count(st["dropped"], "too short / no target tokens")
                 continue
             if src.kind == "cpt":
@@ -183,34 +233,52 @@ def _write(prefix: Path, items: list[tuple[_Tokenized, int]], packs: list[list[i
     tok_b = IndexedDatasetBuilder(str(prefix) + ".bin", dtype=np.int32)
     mask_b = IndexedDatasetBuilder(str(prefix) + "_mask.bin", dtype=np.uint8)
     tokens = targets = 0
-    for pack in packs:
-        for i in pack:
-            src, seq = items[i]
-            tds, mds = src.open()
-            ids, mask = tds[seq], mds[seq]
-            tok_b.add_item(torch.from_numpy(np.asarray(ids, dtype=np.int32)))
-            mask_b.add_item(torch.from_numpy(np.asarray(mask, dtype=np.uint8)))
-            tokens += len(ids)
-            targets += int(mask.sum())
-        tok_b.end_document()
-        mask_b.end_document()
+    with warnings.catch_warnings():  # read-only memory-mapped views: the builder copies them, nothing writes them
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        for pack in packs:
+            for i in pack:
+                src, seq = items[i]
+                tds, mds = src.open()
+                ids, mask = tds[seq], mds[seq]
+                tok_b.add_item(torch.from_numpy(ids))
+                mask_b.add_item(torch.from_numpy(mask))
+                tokens += len(ids)
+                targets += int(np.count_nonzero(mask))
+            tok_b.end_document()
+            mask_b.end_document()
     tok_b.finalize(str(prefix) + ".idx")
     mask_b.finalize(str(prefix) + "_mask.idx")
     return {"packs": len(packs), "documents": sum(len(p) for p in packs), "tokens": tokens, "target_tokens": targets}
 
 
 def build(recipe: DataRecipe, *, log=print) -> Path:
-    from findap_nemo.data.decontam import Decontaminator, eval_texts
-    from findap_nemo.tokenizer import load_tokenizer
-
+    """Build the dataset of ``recipe``; returns the manifest path. One build per output folder at a time."""
     t0 = time.time()
     out = Path(recipe.output_dir)
     if (out / "manifest.json").is_file() and not recipe.overwrite:
         raise FileExistsError(f"{out} already holds a complete dataset; set overwrite=true to rebuild it")
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = out.with_name(f"{out.name}.partial")
     work = tmp / "_tokenized"
-    work.mkdir(parents=True)
+    work.mkdir(parents=True, exist_ok=True)
+    lock = open(tmp / ".lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise FileExistsError(f"another build is writing {tmp}; wait for it or pick another output_dir") from None
+    try:
+        return _build_locked(recipe, out, tmp, work, t0, log)
+    finally:
+        lock.close()
+
+
+def _build_locked(recipe: DataRecipe, out: Path, tmp: Path, work: Path, t0: float, log) -> Path:
+    from findap_nemo.data.decontam import Decontaminator, eval_texts
+    from findap_nemo.tokenizer import load_tokenizer
+
+    for p in tmp.iterdir():  # outputs of an interrupted build are redone; its finished sources are kept
+        if p.name not in ("_tokenized", ".lock"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
     tok = load_tokenizer(recipe.tokenizer)
     L = recipe.seq_length + 1
     rng = random.Random(recipe.seed)
@@ -222,16 +290,31 @@ def build(recipe: DataRecipe, *, log=print) -> Path:
         dec = Decontaminator(eval_texts(d.eval_sets, d.eval_tasks), n=d.ngram)
         log(f"[data] decontamination index: {len(dec.index)} {d.ngram}-grams from {len(dec.files)} eval sets")
     stats: dict[str, dict] = {}
-    encoder = _Encoder(recipe.tokenizer, recipe.num_workers, loaded=tok)
+    sources: dict[str, _Tokenized] = {}
+    todo = []
+    for src in recipe.sources:
+        fp = _fingerprint(src, recipe, dec)
+        reused = _Tokenized.load_done(work / src.name, fp)
+        if reused is None:
+            todo.append((src, fp))
+            continue
+        sources[src.name], stats[src.name] = reused
+        log(f"[data] {src.name}: reusing the tokenized output of an interrupted build ({reused[0].n_docs} documents)")
     from megatron.core.datasets import indexed_dataset  # noqa: F401 - imported before the clock starts
 
     t_tok = time.time()
-    try:
-        sources = {src.name: _tokenize_source(src, recipe, dec, encoder, work, stats, log) for src in recipe.sources}
-    finally:
-        encoder.close()
+    if todo:
+        encoder = _Encoder(recipe.tokenizer, recipe.num_workers, loaded=tok)
+        try:
+            for src, fp in todo:
+                sources[src.name] = _tokenize_source(src, recipe, dec, encoder, work, stats, log)
+                sources[src.name].save_done(stats[src.name], fp)
+        finally:
+            encoder.close()
+    sources = {src.name: sources[src.name] for src in recipe.sources}
     tok_seconds = time.time() - t_tok
-    total_tokens = sum(st["raw_tokens"] for st in stats.values())
+    fresh = {src.name for src, _ in todo}
+    total_tokens = sum(st["raw_tokens"] for name, st in stats.items() if name in fresh)
     log(f"[data] tokenized {total_tokens} tokens in {tok_seconds:.1f}s "
         f"({total_tokens / max(tok_seconds, 1e-9):.0f} tokens/s)")
 
@@ -298,7 +381,7 @@ def build(recipe: DataRecipe, *, log=print) -> Path:
                 f"({info['packing_efficiency']:.1%} of capacity)")
     for t in sources.values():
         t._ds = None
-    shutil.rmtree(work, ignore_errors=True)
+    pipeline_seconds = time.time() - t_tok  # tokenize + downsample + pack + write (what a baseline also does)
 
     # 6. blend weights -------------------------------------------------------------------------------------------
     blend = {}
@@ -333,12 +416,16 @@ def build(recipe: DataRecipe, *, log=print) -> Path:
         "components": components,
         "blend": blend,
         "timing": {"seconds": time.time() - t0, "tokenize_seconds": tok_seconds, "tokens": total_tokens,
-                   "tokens_per_s": total_tokens / max(tok_seconds, 1e-9)},
+                   "tokens_per_s": total_tokens / max(tok_seconds, 1e-9), "pipeline_seconds": pipeline_seconds,
+                   "pipeline_tokens_per_s": total_tokens / max(pipeline_seconds, 1e-9),
+                   "reused_sources": sorted(set(sources) - fresh)},
         "recipe": asdict(recipe),
     }
     tmp_manifest = tmp / "manifest.json.tmp"
     tmp_manifest.write_text(json.dumps(manifest, indent=2))
     os.replace(tmp_manifest, tmp / "manifest.json")  # last file written: its presence means complete
+    shutil.rmtree(work, ignore_errors=True)
+    (tmp / ".lock").unlink(missing_ok=True)  # our handle stays locked until build() closes it
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

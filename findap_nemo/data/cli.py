@@ -6,6 +6,8 @@
 Writes Megatron indexed datasets (tokens + target masks) per domain and split, and manifest.json with per-source
 counts, everything dropped and why (bad records, decontamination, length, downsampling) and the blend weights.
 Train on it with `findap-nemo train ... data.manifest=<output_dir>/manifest.json`.
+Work in progress lives in `<output_dir>.partial/` and is renamed to `<output_dir>` only when complete; rerunning
+an interrupted build reuses the sources it had finished tokenizing (when their inputs and settings are unchanged).
 """
 
 from __future__ import annotations

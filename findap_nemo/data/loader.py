@@ -112,4 +112,5 @@ def build_datasets(manifest_path: str, *, seq_length: int, num_samples: dict[str
                                  mid_level_dataset_surplus=0.05)
     sizes = [num_samples.get("train", 0), num_samples.get("valid", 0) if per_split[1] else None, None]
     train, valid, _ = BlendedMegatronDatasetBuilder(PackedDataset, sizes, lambda: True, config).build()
-    return {"train": train, "valid": valid}
+    built = {"train": train, "valid": valid}
+    return {k: built[k] for k in num_samples if built.get(k) is not None}

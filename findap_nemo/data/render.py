@@ -55,10 +55,21 @@ def encode_batch(batch: list[tuple[str, object]]) -> list[tuple[np.ndarray, np.n
     if cpt_idx:
         bos = _special(tok, BOS, tok.bos_token_id)
         eod = _special(tok, EOS_TEXT, tok.eos_token_id)
-        enc = tok([batch[i][1] for i in cpt_idx], add_special_tokens=False)["input_ids"]
-        for i, ids in zip(cpt_idx, enc):
-            full = ([bos] if bos is not None else []) + list(ids) + ([eod] if eod is not None else [])
-            out[i] = (np.asarray(full, dtype=np.int32), np.ones(len(full), dtype=np.uint8))
+        head, tail = int(bos is not None), int(eod is not None)
+        # the Rust tokenizer directly: same ids as tok(texts), without transformers' per-document conversions
+        texts = [batch[i][1] for i in cpt_idx]
+        if tok.is_fast:
+            all_ids = (e.ids for e in tok.backend_tokenizer.encode_batch(texts, add_special_tokens=False))
+        else:
+            all_ids = tok(texts, add_special_tokens=False)["input_ids"]
+        for i, ids in zip(cpt_idx, all_ids):
+            full = np.empty(head + len(ids) + tail, dtype=np.int32)
+            full[head:head + len(ids)] = ids
+            if head:
+                full[0] = bos
+            if tail:
+                full[-1] = eod
+            out[i] = (full, np.ones(len(full), dtype=np.uint8))
     for i, (kind, payload) in enumerate(batch):
         if kind == "it":
             ids, mask = render_chat(tok, payload)

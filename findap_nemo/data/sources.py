@@ -50,9 +50,11 @@ def _raw_rows(src: SourceConfig, bad: Counter, skip_bad: bool) -> Iterator[tuple
         if path.endswith(".parquet"):
             import pyarrow.parquet as pq
 
-            table = pq.read_table(path)
-            for i, row in enumerate(table.to_pylist()):
-                yield f"{path}:row {i + 1}", row
+            i = 0  # streamed in record batches: a large Parquet file never sits in memory whole
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+                for row in batch.to_pylist():
+                    i += 1
+                    yield f"{path}:row {i}", row
             continue
         with open(path, "rb") as f:
             for lineno, raw in enumerate(f, 1):
@@ -64,6 +66,7 @@ def _raw_rows(src: SourceConfig, bad: Counter, skip_bad: bool) -> Iterator[tuple
                                            f"re-encode the file as UTF-8")
                     continue
                 if not line.strip():
+                    yield where, _Empty(f"{where}: blank line", reason="blank line")
                     continue
                 try:
                     row = json.loads(line)
@@ -110,6 +113,10 @@ def _messages(src: SourceConfig, row: dict, where: str) -> list[dict]:
 class _Empty(DataError):
     """An empty document: always a counted skip, never fatal (empty lines of text are common in corpora)."""
 
+    def __init__(self, msg: str, reason: str = "empty document"):
+        super().__init__(msg)
+        self.reason = reason
+
 
 def read_source(src: SourceConfig, *, skip_bad: bool, skipped: Counter) -> Iterator[Record]:
     """Yield the source's records. Bad records raise :class:`DataError` unless ``skip_bad`` (then counted in
@@ -131,8 +138,8 @@ def read_source(src: SourceConfig, *, skip_bad: bool, skipped: Counter) -> Itera
                 rec = Record(src.name, where, "cpt", src.domain, text=text)
             else:
                 rec = Record(src.name, where, "it", src.domain, messages=_messages(src, row, where))
-        except _Empty:
-            skipped["empty document"] += 1
+        except _Empty as err:
+            skipped[err.reason] += 1
             continue
         except DataError as err:
             if not skip_bad:
