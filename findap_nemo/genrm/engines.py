@@ -33,7 +33,22 @@ def _torch_dtype(name: str, on_gpu: bool):
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
-class HFEngine:
+class _ContextFit:
+    """Shared by every engine: prompts longer than the context (minus the tokens to generate) are cut from the left
+    and counted in ``truncated_prompts`` (reported in the summary). Engines set ``max_length``."""
+
+    max_length: int
+    truncated_prompts: int = 0
+
+    def _fit(self, prompt: list[int], max_new_tokens: int) -> list[int]:
+        budget = max(self.max_length - max_new_tokens, 1)
+        if len(prompt) > budget:
+            self.truncated_prompts += 1
+            return prompt[-budget:]
+        return prompt
+
+
+class HFEngine(_ContextFit):
     """``AutoModelForCausalLM.generate`` on left-padded batches (KV cache on), sorted by length to pad little."""
 
     name = "hf"
@@ -61,13 +76,6 @@ class HFEngine:
         self.stop_ids = stop_token_ids(self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
         self.truncated_prompts = 0  # prompts cut from the left to fit the context (reported in the summary)
-
-    def _fit(self, prompt: list[int], max_new_tokens: int) -> list[int]:
-        budget = max(self.max_length - max_new_tokens, 1)
-        if len(prompt) > budget:
-            self.truncated_prompts += 1
-            return prompt[-budget:]
-        return prompt
 
     def _left_pad(self, seqs: list[list[int]]):
         import torch
@@ -137,7 +145,7 @@ class HFEngine:
             torch.cuda.empty_cache()
 
 
-class VLLMEngine:
+class VLLMEngine(_ContextFit):
     """vLLM offline engine (continuous batching, paged KV cache, prefix caching for the shared judge prompts)."""
 
     name = "vllm"
@@ -158,13 +166,6 @@ class VLLMEngine:
         except AttributeError:  # engine internals differ across vLLM versions
             self.max_length = max_length or self.tokenizer.model_max_length
         self.truncated_prompts = 0
-
-    def _fit(self, prompt: list[int], max_new_tokens: int) -> list[int]:
-        budget = max(self.max_length - max_new_tokens, 1)
-        if len(prompt) > budget:
-            self.truncated_prompts += 1
-            return prompt[-budget:]
-        return prompt
 
     def generate(self, prompts: list[list[int]], *, n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
                  max_new_tokens: int = 256, seed: int = 0) -> list[list[Completion]]:
@@ -195,7 +196,7 @@ class VLLMEngine:
         gc.collect()
 
 
-class OpenAIServerEngine:
+class OpenAIServerEngine(_ContextFit):
     """A running OpenAI-compatible server (``vllm serve <hf dir>``): token-id prompts on /v1/completions.
 
     Requests go out concurrently so the server's continuous batching sees many at once. vLLM's extra
@@ -244,13 +245,6 @@ class OpenAIServerEngine:
 
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(self._post, bodies))
-
-    def _fit(self, prompt: list[int], max_new_tokens: int) -> list[int]:
-        budget = max(self.max_length - max_new_tokens, 1)
-        if len(prompt) > budget:
-            self.truncated_prompts += 1
-            return prompt[-budget:]
-        return prompt
 
     def generate(self, prompts: list[list[int]], *, n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
                  max_new_tokens: int = 256, seed: int = 0) -> list[list[Completion]]:
