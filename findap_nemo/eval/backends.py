@@ -83,16 +83,9 @@ class HFBackend:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
 
     def _left_pad(self, seqs: list[list[int]]):
-        import torch
+        from findap_nemo.hf_batching import left_pad
 
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[i, width - len(s):] = 1
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        return ids.to(self.device), mask.to(self.device), pos.to(self.device)
+        return left_pad(seqs, self.pad_id, self.device)
 
     def generate(self, prompts: list[list[int]], max_new_tokens: int, progress=None) -> list[Generation]:
         import torch

@@ -78,15 +78,9 @@ class HFEngine(_ContextFit):
         self.truncated_prompts = 0  # prompts cut from the left to fit the context (reported in the summary)
 
     def _left_pad(self, seqs: list[list[int]]):
-        import torch
+        from findap_nemo.hf_batching import left_pad
 
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[i, width - len(s):] = 1
-        return ids.to(self.device), mask.to(self.device)
+        return left_pad(seqs, self.pad_id, self.device)
 
     def generate(self, prompts: list[list[int]], *, n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
                  max_new_tokens: int = 256, seed: int = 0) -> list[list[Completion]]:
@@ -102,7 +96,7 @@ class HFEngine(_ContextFit):
             dict(do_sample=False, temperature=None, top_p=None, top_k=None)
         for start in range(0, len(order), per_call):
             idx = order[start:start + per_call]
-            ids, mask = self._left_pad([self._fit(prompts[i], max_new_tokens) for i in idx])
+            ids, mask, _ = self._left_pad([self._fit(prompts[i], max_new_tokens) for i in idx])
             with torch.inference_mode():
                 gen = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                           num_return_sequences=n, num_beams=1, eos_token_id=self.stop_ids,
@@ -124,8 +118,7 @@ class HFEngine(_ContextFit):
         out: list[list[float]] = [[] for _ in prompts]
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
-            ids, mask = self._left_pad([self._fit(prompts[i], 1) for i in idx])
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            ids, mask, pos = self._left_pad([self._fit(prompts[i], 1) for i in idx])
             with torch.inference_mode():
                 try:  # last position only: B x 1 x vocab, not B x T x vocab
                     logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits
