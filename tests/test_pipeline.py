@@ -19,7 +19,7 @@ FAST = [
 @pytest.mark.slow
 def test_demo_pipeline_end_to_end_and_rerun(tmp_path):
     run = tmp_path / "demo"
-    first = cli("run", "configs/demo.yaml", f"run_dir={run}", *FAST, timeout=1500)
+    first = cli("run", "configs/demo_tiny.yaml", f"run_dir={run}", *FAST, timeout=1500)
     assert "[9/9]" in first.stdout and "report:" in first.stdout
 
     # data: the manifest and every component's indexed datasets load
@@ -73,13 +73,13 @@ def test_demo_pipeline_end_to_end_and_rerun(tmp_path):
     assert html.count("data:image/png;base64,") >= 4 and "<table>" in html
 
     # a second run reuses every finished stage
-    second = cli("run", "configs/demo.yaml", f"run_dir={run}", *FAST, timeout=600)
+    second = cli("run", "configs/demo_tiny.yaml", f"run_dir={run}", *FAST, timeout=600)
     assert second.stdout.count("done earlier") == 9, second.stdout
     assert "running" not in second.stdout
 
 
 def test_failed_stage_names_itself_and_how_to_resume(tmp_path):
-    proc = cli("run", "configs/demo.yaml", f"run_dir={tmp_path / 'bad'}", "data.overrides=[seq_length=2]",
+    proc = cli("run", "configs/demo_tiny.yaml", f"run_dir={tmp_path / 'bad'}", "data.overrides=[seq_length=2]",
                "genrm.enabled=false", "dpo.enabled=false", "eval.enabled=false", check=False, timeout=600)
     assert proc.returncode == 1
     assert "stage 'data'" in proc.stderr and "seq_length=2: must be >= 8" in proc.stderr
@@ -87,6 +87,6 @@ def test_failed_stage_names_itself_and_how_to_resume(tmp_path):
 
 
 def test_pipeline_config_errors(tmp_path):
-    proc = cli("run", "configs/demo.yaml", "base_model.tokenizer=/nope", "train.config=/nope.yaml", check=False)
+    proc = cli("run", "configs/demo_tiny.yaml", "base_model.tokenizer=/nope", "train.config=/nope.yaml", check=False)
     assert proc.returncode == 2
     assert "base_model.tokenizer='/nope'" in proc.stderr and "train.config='/nope.yaml'" in proc.stderr

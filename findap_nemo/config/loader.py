@@ -93,7 +93,6 @@ def load_config(schema: type[T], path: str | os.PathLike | None = None, override
     ``world_size`` (default: $WORLD_SIZE or 1) is passed to validators that check layouts against it.
     Returns a plain dataclass instance (not a DictConfig), so code downstream gets attribute access and types.
     """
-    layers: list[Any] = []
     file_data = _read_yaml(path) if path else {}
     try:
         dot = OmegaConf.from_dotlist(parse_overrides(overrides)) if overrides else OmegaConf.create({})
@@ -105,14 +104,18 @@ def load_config(schema: type[T], path: str | os.PathLike | None = None, override
     # The preset is chosen by the file, the base or an override; it sits under the file's own model keys.
     preset = OmegaConf.select(dot, "model.preset") or (file_data.get("model") or {}).get("preset") \
         or ((base or {}).get("model") or {}).get("preset")
-    if preset and "model" in {f.name for f in dataclasses.fields(schema)}:
-        layers.append({"model": _preset(preset)})
-    for layer in (base or {}, file_data, dot):
-        layers.append(layer)
+    sections = {f.name for f in dataclasses.fields(schema)}
+    named: list[tuple[str, Any]] = []
+    if preset and "model" in sections:
+        named.append((f"model.preset={preset}", {"model": _preset(preset)}))
+    named += [("the base config", base or {}), (str(path), file_data), ("the command line", dot)]
+    layers = [layer for _, layer in named]
     try:
         cfg: DictConfig = OmegaConf.structured(schema)
         for layer in layers:
             cfg = OmegaConf.merge(cfg, layer)
+        if {"model", "checkpoint"} <= sections:
+            cfg = _adopt_checkpoint_model(schema, cfg, named)
         obj = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:
         where = f" (from {path})" if path else ""
@@ -128,6 +131,26 @@ def load_config(schema: type[T], path: str | os.PathLike | None = None, override
         else:
             validate()
     return obj
+
+
+def _adopt_checkpoint_model(schema: type, cfg: DictConfig, named: list[tuple[str, Any]]) -> DictConfig:
+    """Re-merge with the architecture of ``checkpoint.pretrained`` under every explicit layer (see
+    :mod:`findap_nemo.config.checkpoint_model`); explicit values that disagree with it are errors."""
+    from findap_nemo.config.checkpoint_model import checkpoint_model, conflicts
+
+    found = checkpoint_model(OmegaConf.select(cfg, "checkpoint.pretrained"))
+    if found is None:
+        return cfg
+    source, arch = found
+    plain = [(where, OmegaConf.to_container(layer) if isinstance(layer, DictConfig) else layer)
+             for where, layer in named]
+    problems = conflicts(arch, source, plain)
+    if problems:
+        raise ConfigError(problems)
+    out: DictConfig = OmegaConf.merge(OmegaConf.structured(schema), {"model": arch})
+    for _, layer in named:
+        out = OmegaConf.merge(out, layer)
+    return out
 
 
 def config_to_dict(cfg: Any) -> dict:

@@ -134,6 +134,19 @@ def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS") or 1)
 
 
+def valid_layouts(model: ModelConfig, world_size: int) -> list[str]:
+    """Every TP x PP layout (no CP/VPP) that fits the model's heads, KV groups and layers on ``world_size``
+    processes, smallest model parallelism first: what validation suggests when a layout does not fit."""
+    out = []
+    for tp in range(1, world_size + 1):
+        if model.num_attention_heads % tp or model.num_query_groups % tp:
+            continue
+        for pp in range(1, world_size // tp + 1):
+            if world_size % (tp * pp) == 0 and model.num_layers % pp == 0:
+                out.append((tp * pp, f"TP{tp} x PP{pp} (DP{world_size // (tp * pp)})"))
+    return [name for _, name in sorted(out)]
+
+
 def validate_megatron(model: ModelConfig, parallel: ParallelConfig, precision: PrecisionConfig,
                       sched: ScheduleConfig | None, world_size: int | None = None,
                       problems: Problems | None = None) -> Problems:
@@ -149,11 +162,12 @@ def validate_megatron(model: ModelConfig, parallel: ParallelConfig, precision: P
         p.check(val >= 1, key, val, "must be >= 1")
     if min(tp, pp, cp) < 1:
         return p
+    fits = f"; with {ws} processes these layouts fit the model: {', '.join(valid_layouts(model, ws)) or 'none'}"
     p.check(model.num_attention_heads % tp == 0, "model.num_attention_heads", model.num_attention_heads,
-            f"must be divisible by parallel.tensor_model_parallel_size={tp}; pick a TP that divides it")
+            f"must be divisible by parallel.tensor_model_parallel_size={tp}; pick a TP that divides it{fits}")
     p.check(model.num_query_groups % tp == 0, "model.num_query_groups", model.num_query_groups,
             f"query groups (KV heads) must be divisible by tensor_model_parallel_size={tp}; use TP <= "
-            f"{model.num_query_groups} that divides it")
+            f"{model.num_query_groups} that divides it{fits}")
     p.check(model.num_attention_heads % model.num_query_groups == 0, "model.num_query_groups",
             model.num_query_groups, f"must divide num_attention_heads={model.num_attention_heads}")
     vpp = parallel.virtual_pipeline_model_parallel_size

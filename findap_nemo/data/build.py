@@ -274,12 +274,14 @@ def build(recipe: DataRecipe, *, log=print) -> Path:
 
 def _build_locked(recipe: DataRecipe, out: Path, tmp: Path, work: Path, t0: float, log) -> Path:
     from findap_nemo.data.decontam import Decontaminator, eval_texts
-    from findap_nemo.tokenizer import load_tokenizer
+    from findap_nemo.tokenizer import end_of_text_id, load_tokenizer, pad_token_id, require_chat_template
 
     for p in tmp.iterdir():  # outputs of an interrupted build are redone; its finished sources are kept
         if p.name not in ("_tokenized", ".lock"):
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     tok = load_tokenizer(recipe.tokenizer)
+    if any(src.kind == "it" for src in recipe.sources):
+        require_chat_template(tok, f"tokenizer={recipe.tokenizer} (instruction sources need it)")
     L = recipe.seq_length + 1
     rng = random.Random(recipe.seed)
 
@@ -406,8 +408,10 @@ def _build_locked(recipe: DataRecipe, out: Path, tmp: Path, work: Path, t0: floa
         "seq_length": recipe.seq_length,
         "tokenizer": os.path.abspath(recipe.tokenizer),
         "vocab_size": len(tok),
-        "pad_id": tok.pad_token_id,
+        "pad_id": pad_token_id(tok),
         "eos_id": tok.eos_token_id,
+        "end_of_text_id": end_of_text_id(tok),
+        "chat_template_sha256": hashlib.sha256((tok.chat_template or "").encode()).hexdigest()[:16],
         "seed": recipe.seed,
         "sources": stats,
         "decontamination": {"ngram": d.ngram, "eval_files": sorted(dec.files) if dec else [],

@@ -1,11 +1,12 @@
-"""Rendering and tokenizing records: CPT text -> BOS + text + end-of-text (all targets); chat -> the tokenizer's
-chat template with assistant-only targets. Runs in worker processes (one tokenizer each, see ``build._Encoder``)."""
+"""Rendering and tokenizing records: CPT text -> [BOS] + text + end-of-text (all targets), with the tokenizer's own
+BOS and end-of-document tokens (never its chat markers); chat -> the tokenizer's chat template with assistant-only
+targets. Runs in worker processes (one tokenizer each, see ``build._Encoder``)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from findap_nemo.tokenizer import BOS, EOS_TEXT
+from findap_nemo.tokenizer import document_bos_id, end_of_text_id, end_of_turn_token, require_chat_template
 
 _TOK = None
 
@@ -17,18 +18,27 @@ def _init_worker(tokenizer_dir: str) -> None:
     _TOK = load_tokenizer(tokenizer_dir)
 
 
-def _special(tok, token: str, fallback: int | None) -> int | None:
-    tid = tok.convert_tokens_to_ids(token)
-    return tid if isinstance(tid, int) and tid != tok.unk_token_id else fallback
+_SPECIALS: dict[int, tuple[int | None, int | None]] = {}
+
+
+def _document_specials(tok) -> tuple[int | None, int | None]:
+    """(BOS, end-of-text) of CPT documents, worked out once per tokenizer."""
+    key = id(tok)
+    if key not in _SPECIALS:
+        _SPECIALS[key] = (document_bos_id(tok), end_of_text_id(tok))
+    return _SPECIALS[key]
 
 
 def render_chat(tok, messages: list[dict]) -> tuple[list[int], list[int]]:
     """Token ids and the assistant mask of one conversation, via the tokenizer's own chat template.
 
     Templates with a ``{% generation %}`` block give the mask directly; for others each assistant turn's span is
-    found by rendering the conversation up to it (with and without the turn) and diffing the lengths.
+    found by rendering the conversation up to it (with and without the turn) and diffing the lengths; a span ends
+    with the template's end-of-turn token (what a template writes after it, e.g. ChatML's newline, is no target,
+    as with a ``{% generation %}`` block).
     """
-    if "{% generation %}" in (tok.chat_template or "") or "{%- generation %}" in (tok.chat_template or ""):
+    template = require_chat_template(tok, "chat data")
+    if "{% generation %}" in template or "{%- generation %}" in template:
         out = tok.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
         return list(out["input_ids"]), list(out["assistant_masks"])
 
@@ -38,11 +48,16 @@ def render_chat(tok, messages: list[dict]) -> tuple[list[int], list[int]]:
 
     ids = ids_of(messages)
     mask = [0] * len(ids)
+    eot = tok.convert_tokens_to_ids(end_of_turn_token(tok)) if end_of_turn_token(tok) else None
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
         before, upto = ids_of(messages[:i], gen=True), ids_of(messages[: i + 1])
-        for j in range(len(before), min(len(upto), len(ids))):
+        end = min(len(upto), len(ids))
+        span = ids[len(before):end]
+        if eot in span:
+            end = len(before) + span.index(eot) + 1
+        for j in range(len(before), end):
             mask[j] = 1
     return ids, mask
 
@@ -53,8 +68,7 @@ def encode_batch(batch: list[tuple[str, object]]) -> list[tuple[np.ndarray, np.n
     out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(batch)
     cpt_idx = [i for i, (k, _) in enumerate(batch) if k == "cpt"]
     if cpt_idx:
-        bos = _special(tok, BOS, tok.bos_token_id)
-        eod = _special(tok, EOS_TEXT, tok.eos_token_id)
+        bos, eod = _document_specials(tok)
         head, tail = int(bos is not None), int(eod is not None)
         # the Rust tokenizer directly: same ids as tok(texts), without transformers' per-document conversions
         texts = [batch[i][1] for i in cpt_idx]

@@ -76,7 +76,7 @@ def run(args) -> int:
     from findap_nemo.dpo.step import make_dpo_forward_step
     from findap_nemo.dpo.trainer import DPOTrainer
     from findap_nemo.parallel import destroy_distributed, init_distributed, is_rank0, print_rank0
-    from findap_nemo.tokenizer import load_tokenizer
+    from findap_nemo.tokenizer import load_tokenizer, pad_token_id
     from findap_nemo.train.trainer import Interrupted
 
     cfg = load_config(DPOJobConfig, args.config, args.overrides)
@@ -87,7 +87,7 @@ def run(args) -> int:
         if cfg.checkpoint.save and is_rank0():
             save_config(cfg, f"{cfg.checkpoint.save}/config.yaml")
         datasets, sources = build_datasets(cfg, tokenizer)
-        collate = PairCollator(tokenizer.pad_token_id, cfg.train.seq_length,
+        collate = PairCollator(pad_token_id(tokenizer), cfg.train.seq_length,
                                fixed_length=cfg.parallel.pipeline_model_parallel_size > 1,
                                pad_to_multiple_of=cfg.data.pad_to_multiple_of,
                                tensor_parallel=cfg.parallel.tensor_model_parallel_size)

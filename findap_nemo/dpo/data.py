@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from findap_nemo.config import ConfigError
-from findap_nemo.tokenizer import EOT
+from findap_nemo.tokenizer import end_of_turn_token, require_chat_template
 
 
 @dataclass
@@ -59,8 +59,8 @@ class ChatFormatter:
 
     def __init__(self, tokenizer):
         self.tok = tokenizer
-        vocab = tokenizer.get_vocab()
-        self.eot = EOT if EOT in vocab else tokenizer.eos_token
+        require_chat_template(tokenizer, "DPO data")
+        self.eot = end_of_turn_token(tokenizer) or tokenizer.eos_token
         probe = [{"role": "user", "content": "x"}]
         with_gen = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
         without = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=False)

@@ -15,6 +15,7 @@ import jinja2
 
 from findap_nemo.eval.extract import choice_letters
 from findap_nemo.eval.registry import ERROR_KEY, TaskSpec
+from findap_nemo.tokenizer import require_chat_template
 
 
 class ExampleError(ValueError):
@@ -84,6 +85,7 @@ def build_messages(task: TaskSpec, example: dict, shots: list[dict]) -> list[dic
 def encode_messages(tokenizer, messages: list[dict[str, str]], chat_template: bool) -> list[int]:
     """Token ids of the prompt: the chat template with the assistant header, or plain text after BOS."""
     if chat_template:
+        require_chat_template(tokenizer, "generation.chat_template=true")
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return tokenizer(text, add_special_tokens=False)["input_ids"]
     text = "\n\n".join(m["content"] for m in messages) + "\n\n"

