@@ -80,20 +80,29 @@ def require_chat_template(tok, where: str) -> str:
 def end_of_turn_token(tok) -> str | None:
     """The special token the chat template writes after an assistant message (Llama 3 ``<|eot_id|>``, ChatML
     ``<|im_end|>``, Mistral ``</s>``), found by rendering a probe conversation; None without a template."""
-    if not getattr(tok, "chat_template", None):
+    template = getattr(tok, "chat_template", None)
+    if not template:
         return None
+    key = (id(tok), template)
+    if key not in _EOT_CACHE:
+        _EOT_CACHE[key] = _probe_end_of_turn(tok)
+    return _EOT_CACHE[key]
+
+
+_EOT_CACHE: dict[tuple[int, str], str | None] = {}
+
+
+def _probe_end_of_turn(tok) -> str | None:
     sentinel = "FINDAPSENTINEL"
     text = tok.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": sentinel}],
                                    tokenize=False)
     at = text.rfind(sentinel)
     if at < 0:
         return None
-    after = text[at + len(sentinel):]
-    specials = sorted((t for t in tok.get_vocab() if t in set(tok.all_special_tokens) | set(
-        getattr(tok, "added_tokens_encoder", {}) or {})), key=len, reverse=True)
-    stripped = after.lstrip(" ")
-    for t in specials:
-        if t and stripped.startswith(t):
+    after = text[at + len(sentinel):].lstrip(" ")
+    specials = set(tok.all_special_tokens) | set(getattr(tok, "added_tokens_encoder", {}) or {})
+    for t in sorted(specials, key=len, reverse=True):
+        if t and after.startswith(t):
             return t
     return None
 

