@@ -20,6 +20,11 @@ if [ "${FINDAP_SKIP_SLURM:-0}" != "1" ] && command -v apt-get >/dev/null && [ "$
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
       slurmctld slurmd slurm-client munge >/dev/null || echo "warning: could not install slurm-wlm; SLURM tests will fail" >&2
   fi
+  # srun --mpi=pmix loads libpmix.so (the unversioned name, from libpmix-dev); the tests launch with pmix too.
+  if [ ! -e /usr/lib/x86_64-linux-gnu/pmix2/lib/libpmix.so ] && [ ! -e /usr/lib/aarch64-linux-gnu/pmix2/lib/libpmix.so ]; then
+    { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      libpmix-dev >/dev/null; } || echo "warning: could not install libpmix-dev; srun --mpi=pmix tests will fail" >&2
+  fi
   # The SLURM tests start their own munged/slurmctld/slurmd (tests/slurm_cluster.py) and need the munge key.
   if [ -x /usr/sbin/mungekey ] && [ ! -f /etc/munge/munge.key ]; then
     /usr/sbin/mungekey --create --keyfile=/etc/munge/munge.key && chown munge:munge /etc/munge/munge.key 2>/dev/null || true

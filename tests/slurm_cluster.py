@@ -1,8 +1,14 @@
-"""A real single-node SLURM cluster (Debian slurm-wlm 22.05 + munge) started in a temp dir for the tests.
+"""A real multi-node SLURM cluster (Debian slurm-wlm 22.05 + munge) on one machine, started in a temp dir for the tests.
 
-No systemd: munged, slurmctld and slurmd run as plain daemons with a generated slurm.conf, their own munge socket,
-free ports and state/spool/log directories under one session-unique folder, so two test sessions on the same
-machine do not see each other's jobs. Clients find the cluster through ``SLURM_CONF`` (set by :meth:`env`).
+No systemd: munged, slurmctld and one slurmd per compute node run as plain daemons with a generated slurm.conf,
+their own munge socket, free ports and state/spool/log directories under one session-unique folder, so two test
+sessions on the same machine do not see each other's jobs. Clients find the cluster through ``SLURM_CONF`` (set by
+:meth:`env`).
+
+Each compute node ``node<i>`` is its own ``slurmd -N node<i>`` with its own loopback address (``NodeAddr=127.0.0.<i+1>``,
+which slurmctld and srun use to reach it), its own port (``Port=`` on the NodeName line), spool directory, PID and log
+file (``%n`` in the paths). ``NodeHostname`` is this machine's name: that is what each slurmd checks its ``-N`` name
+against. Every byte of SLURM and job traffic stays on 127.0.0.0/8.
 
 Also runnable by hand for experiments::
 
@@ -44,12 +50,21 @@ def _which(name: str) -> str | None:
 
 
 class LocalSlurm:
-    """munged + slurmctld + slurmd on this host. ``cpus`` may exceed the real core count (config_overrides)."""
+    """munged + slurmctld + ``nodes`` slurmds on this host, partitions ``debug`` (default) and ``batch`` over all nodes.
 
-    def __init__(self, root: str | os.PathLike, *, cpus: int = 6, memory_mb: int = 8000, partition: str = "debug"):
+    ``cpus`` and ``gpus`` (per node) are declared, not real (config_overrides; the GPUs are a count-only GRES that no job
+    of the tests asks for): they let ``sbatch --test-only`` judge the shipped H100 configs' requests (8 GPUs, 8 x 16
+    CPUs per node) while the CPU jobs of the tests oversubscribe this machine's cores."""
+
+    def __init__(self, root: str | os.PathLike, *, nodes: int = 4, cpus: int = 224, gpus: int = 8,
+                 memory_mb: int = 8000, partition: str = "debug"):
+        if not 1 <= nodes <= 200:
+            raise ValueError(f"nodes={nodes}: use 1..200 (one loopback address 127.0.0.2.. per node)")
         self.root = Path(root)
-        self.cpus, self.memory_mb, self.partition = cpus, memory_mb, partition
+        self.cpus, self.gpus, self.memory_mb, self.partition = cpus, gpus, memory_mb, partition
         self.host = socket.gethostname().split(".")[0]
+        self.nodes = [f"node{i + 1}" for i in range(nodes)]
+        self.addrs = {n: f"127.0.0.{i + 2}" for i, n in enumerate(self.nodes)}
         self.conf = self.root / "slurm.conf"
         self.munge_socket = self.root / "munge" / "munge.socket"
         self._pids: dict[str, Path] = {}
@@ -68,15 +83,14 @@ class LocalSlurm:
         return e
 
     def _write_conf(self) -> None:
-        ctld_port, slurmd_port = _free_ports(2)
+        ctld_port, *node_ports = _free_ports(1 + len(self.nodes))
         r = self.root
-        for sub in ("state", "spool", "log", "munge", "run"):
+        for sub in ("state", "log", "munge", "run", *(f"{d}/{n}" for d in ("spool", "tmp") for n in self.nodes)):
             (r / sub).mkdir(parents=True, exist_ok=True)
         lines = [
             f"ClusterName=findap{os.getpid()}",
             f"SlurmctldHost={self.host}",
             f"SlurmctldPort={ctld_port}",
-            f"SlurmdPort={slurmd_port}",
             "AuthType=auth/munge",
             "CredType=cred/munge",
             f"AuthInfo=socket={self.munge_socket}",
@@ -88,11 +102,14 @@ class LocalSlurm:
             # Declared CPUs may exceed the real cores, so small jobs can run side by side.
             "SlurmdParameters=config_overrides",
             f"StateSaveLocation={r / 'state'}",
-            f"SlurmdSpoolDir={r / 'spool'}",
+            f"SlurmdSpoolDir={r / 'spool' / '%n'}",  # %n: the node name, one directory per slurmd
+            # Per node, under the cluster's folder: srun --mpi=pmix creates spmix_appdir_<uid>_<job>.<step> here, which
+            # would collide between two slurmds (and with another cluster's same job ids) in a shared /tmp.
+            f"TmpFS={r / 'tmp' / '%n'}",
             f"SlurmctldPidFile={r / 'run' / 'slurmctld.pid'}",
-            f"SlurmdPidFile={r / 'run' / 'slurmd.pid'}",
+            f"SlurmdPidFile={r / 'run' / 'slurmd-%n.pid'}",
             f"SlurmctldLogFile={r / 'log' / 'slurmctld.log'}",
-            f"SlurmdLogFile={r / 'log' / 'slurmd.log'}",
+            f"SlurmdLogFile={r / 'log' / 'slurmd-%n.log'}",
             "SlurmUser=root",
             "SlurmdUser=root",
             "ReturnToService=2",
@@ -105,10 +122,25 @@ class LocalSlurm:
             "KillWait=10",
             "MinJobAge=600",
             "InactiveLimit=0",
-            f"NodeName={self.host} CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN",
+            *(["GresTypes=gpu"] if self.gpus else []),
+            *(f"NodeName={n} NodeAddr={self.addrs[n]} NodeHostname={self.host} Port={port} CPUs={self.cpus} "
+              f"RealMemory={self.memory_mb}{f' Gres=gpu:{self.gpus}' if self.gpus else ''} State=UNKNOWN"
+              for n, port in zip(self.nodes, node_ports)),
             f"PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO",
+            "PartitionName=batch Nodes=ALL Default=NO MaxTime=2-00:00:00 State=UP OverSubscribe=NO",
         ]
         self.conf.write_text("\n".join(lines) + "\n")
+        # Stand-in GPUs: gres/gpu needs one character device per GPU, so each is a link to /dev/null. Schedulable
+        # (for --test-only); no test job asks for them.
+        gres = "AutoDetect=off\n"
+        if self.gpus:
+            (r / "dev").mkdir(exist_ok=True)
+            for i in range(self.gpus):
+                link = r / "dev" / f"gpu{i}"
+                if not link.is_symlink():
+                    link.symlink_to("/dev/null")
+            gres += f"Name=gpu File={r / 'dev' / 'gpu'}[0-{self.gpus - 1}]\n"
+        (r / "gres.conf").write_text(gres)
 
     def start(self, timeout: float = 30.0) -> "LocalSlurm":
         missing = self.missing_binaries()
@@ -126,14 +158,17 @@ class LocalSlurm:
         self._pids["munged"] = munge_pid
         self._run([_which("slurmctld"), "-f", str(self.conf)])
         self._pids["slurmctld"] = r / "run" / "slurmctld.pid"
-        self._run([_which("slurmd"), "-f", str(self.conf)])
-        self._pids["slurmd"] = r / "run" / "slurmd.pid"
+        for node in self.nodes:
+            self._run([_which("slurmd"), "-f", str(self.conf), "-N", node])
+            self._pids[f"slurmd-{node}"] = r / "run" / f"slurmd-{node}.pid"
         deadline = time.time() + timeout
         state = ""
         while time.time() < deadline:
-            out = subprocess.run(["sinfo", "-h", "-o", "%t"], env=self.env(), capture_output=True, text=True)
+            out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %t"], env=self.env(), capture_output=True, text=True)
             state = (out.stdout + out.stderr).strip()
-            if out.returncode == 0 and state in ("idle", "mix", "alloc"):
+            states = dict(line.split() for line in out.stdout.splitlines() if len(line.split()) == 2)
+            if out.returncode == 0 and sorted(states) == self.nodes and \
+                    all(v in ("idle", "mix", "alloc") for v in states.values()):
                 return self
             time.sleep(0.5)
         logs = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted((r / "log").glob("*.log")))
@@ -153,7 +188,7 @@ class LocalSlurm:
             if ids:
                 subprocess.run(["scancel", *ids], env=self.env(), capture_output=True)
                 time.sleep(2)
-        for name in ("slurmd", "slurmctld", "munged"):
+        for name in [f"slurmd-{n}" for n in self.nodes] + ["slurmctld", "munged"]:
             pid_file = self._pids.pop(name, None)
             if pid_file is None or not pid_file.is_file():
                 continue

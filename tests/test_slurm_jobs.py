@@ -220,8 +220,8 @@ def test_invalid_requests_rejected_before_submission(slurm_cluster, tmp_path):  
     job = {"name": "j", "command": "true"}
     cases = {
         "resources.partition=nope": "sinfo does not list this partition; available: ['debug']",
-        "resources.gpus_per_node=2": "at most 0 GPU(s)",
-        "resources.nodes=3": "has 1 node(s)",
+        "resources.gpus_per_node=9": "at most 8 GPU(s)",
+        "resources.nodes=5": "has 4 node(s)",
     }
     cfg = write_config(tmp_path / "bad.yaml", run_dir, job=job)
     for override, message in cases.items():

@@ -51,7 +51,9 @@ def test_multi_node_gpu_job_script(tmp_path):
                  f"#SBATCH --output={tmp_path}/run/logs/%x-%j.out"):
         assert line in s.splitlines(), line
     # rendezvous from SLURM variables, ranks mapped per task, no torchrun/MPI
-    assert 'export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)' in s
+    # the first node of the allocation, at the address SLURM reaches it by (NodeAddr), not its name
+    assert 'MASTER_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)' in s
+    assert "scontrol -o show node \"$MASTER_NODE\"" in s and "NodeAddr=" in s
     assert "RANK=$SLURM_PROCID LOCAL_RANK=$SLURM_LOCALID WORLD_SIZE=$SLURM_NTASKS" in s
     srun_line = s.split("\n  srun ", 1)[1].split("\n", 1)[0]
     assert "torchrun" not in srun_line and "--mpi" not in srun_line

@@ -81,7 +81,9 @@ class EnvironmentConfig:
     preset: str = "h100"  # h100 | cpu | none: the default NCCL/CUDA/thread settings below
     env: Dict[str, Optional[str]] = field(default_factory=dict)  # added to (or, with null, removed from) the preset
     master_port: Optional[int] = None  # default: 20000 + job id % 20000 (no clash between jobs sharing a node)
-    mpi: Optional[str] = None  # srun --mpi (e.g. pmix); null: the cluster's default. Rendezvous never needs MPI.
+    # srun --mpi: pmix | pmi2 | none | auto (the first of pmix, pmi2 that `srun --mpi=list` offers on the job's first
+    # node, else none); null: the cluster's MpiDefault. Rendezvous never needs MPI (env:// from SLURM variables).
+    mpi: Optional[str] = None
     label_output: bool = False  # srun --label: prefix every line with its task rank
     step_exit_wait: int = 300  # srun --wait: seconds the other tasks get after the first one exits
 
@@ -148,6 +150,9 @@ class SlurmConfig:
         p.check(r.max_retries >= 0, "resume.max_retries", r.max_retries, "must be >= 0")
         p.check(self.environment.step_exit_wait >= 1, "environment.step_exit_wait", self.environment.step_exit_wait,
                 "must be >= 1 second (0 would let a crashed rank's peers hang until the time limit)")
+        mpi = self.environment.mpi
+        p.check(mpi is None or re.fullmatch(r"[a-z0-9_]+", mpi) is not None, "environment.mpi", mpi,
+                "use pmix, pmi2, none, auto or another plugin name that `srun --mpi=list` shows; null: MpiDefault")
         p.check(self.environment.preset in ENV_PRESETS, "environment.preset", self.environment.preset,
                 f"use one of {sorted(ENV_PRESETS)}")
         names = [c.name for c in self.cluster.partitions]

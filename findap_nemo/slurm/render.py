@@ -76,7 +76,7 @@ def _srun_args(cfg: SlurmConfig, res: ResourcesConfig, job_name: str, workdir: P
             f"--ntasks-per-node={res.ntasks_per_node}"]
     if res.cpus_per_task:  # since SLURM 22.05 srun no longer inherits sbatch's --cpus-per-task
         args.append(f"--cpus-per-task={res.cpus_per_task}")
-    if cfg.environment.mpi:
+    if cfg.environment.mpi and cfg.environment.mpi != "auto":  # auto: chosen by the script (template)
         args.append(f"--mpi={cfg.environment.mpi}")
     if cfg.environment.label_output:
         args.append("--label")
@@ -121,7 +121,8 @@ def render_job(cfg: SlurmConfig, job: JobSpec, *, source: str, default_depends: 
         setup=cfg.environment.setup, task_setup=cfg.environment.task_setup, master_port=port,
         preset=cfg.environment.preset, env={k: _env_value(v) for k, v in job_env(cfg).items()},
         commands=[(n, " ".join(shlex.quote(a) for a in c)) for n, c in commands],
-        srun_args=_srun_args(cfg, res, job.name, p["workdir"]), state_dir=p["state"], exit_requeue=EXIT_REQUEUE)
+        srun_args=_srun_args(cfg, res, job.name, p["workdir"]), state_dir=p["state"], exit_requeue=EXIT_REQUEUE,
+        mpi_auto=cfg.environment.mpi == "auto")
     deps = list(job.depends_on) if job.depends_on is not None else list(default_depends or [])
     ckpts = []
     for _, cmd in commands:

@@ -107,7 +107,19 @@ def preflight(cfg: SlurmConfig, jobs: list[RenderedJob]) -> None:
     p = Problems()
     for j in jobs:
         check_live(p, j.resources, f"{j.name}.resources", parts, cfg.cluster.gres_name)
+    mpi = cfg.environment.mpi
+    if mpi not in (None, "auto", "none") and shutil.which("srun") is not None:
+        offered = mpi_plugins()
+        p.check(not offered or mpi in offered, "environment.mpi", mpi,
+                f"`srun --mpi=list` offers {offered}; use one of them, auto, or null (the cluster's MpiDefault)")
     p.raise_if_any()
+
+
+def mpi_plugins() -> list[str]:
+    """The PMI plugins this cluster's srun lists (`srun --mpi=list`), e.g. ['pmix', 'none', 'pmi2']."""
+    proc = _run(["srun", "--mpi=list"])
+    out = proc.stdout + proc.stderr
+    return [line.strip() for line in out.splitlines() if line[:1].isspace() and line.strip().isidentifier()]
 
 
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
