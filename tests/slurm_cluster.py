@@ -50,14 +50,15 @@ def _which(name: str) -> str | None:
 
 
 class LocalSlurm:
-    """munged + slurmctld + ``nodes`` slurmds on this host, partitions ``debug`` (default) and ``batch`` over all nodes.
+    """munged + slurmctld + ``nodes`` slurmds on this host; partition ``debug`` (default), and ``batch`` and ``cpu`` as
+    in the shipped H100 configs, each over all nodes.
 
-    ``cpus`` and ``gpus`` (per node) are declared, not real (config_overrides; the GPUs are a count-only GRES that no job
-    of the tests asks for): they let ``sbatch --test-only`` judge the shipped H100 configs' requests (8 GPUs, 8 x 16
-    CPUs per node) while the CPU jobs of the tests oversubscribe this machine's cores."""
+    ``cpus``, ``gpus`` and ``memory_mb`` (per node) are declared, not real (config_overrides; the GPUs are stand-ins
+    that no job of the tests asks for): they let ``sbatch --test-only`` judge the shipped configs' requests (8 GPUs,
+    8 x 16 CPUs, 256G per node) while the CPU jobs of the tests oversubscribe this machine's cores."""
 
     def __init__(self, root: str | os.PathLike, *, nodes: int = 4, cpus: int = 224, gpus: int = 8,
-                 memory_mb: int = 8000, partition: str = "debug"):
+                 memory_mb: int = 1_000_000, partition: str = "debug"):
         if not 1 <= nodes <= 200:
             raise ValueError(f"nodes={nodes}: use 1..200 (one loopback address 127.0.0.2.. per node)")
         self.root = Path(root)
@@ -128,6 +129,7 @@ class LocalSlurm:
               for n, port in zip(self.nodes, node_ports)),
             f"PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO",
             "PartitionName=batch Nodes=ALL Default=NO MaxTime=2-00:00:00 State=UP OverSubscribe=NO",
+            "PartitionName=cpu Nodes=ALL Default=NO MaxTime=1-00:00:00 State=UP OverSubscribe=NO",
         ]
         self.conf.write_text("\n".join(lines) + "\n")
         # Stand-in GPUs: gres/gpu needs one character device per GPU, so each is a link to /dev/null. Schedulable
@@ -208,6 +210,55 @@ class LocalSlurm:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+    # ------------------------------------------------------------------ node failure
+    def _node_tasks(self, node: str) -> list[int]:
+        """PIDs of job processes this cluster started on ``node`` (their environment names the node and our conf)."""
+        pids = []
+        for env_file in Path("/proc").glob("[0-9]*/environ"):
+            try:
+                env = env_file.read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"SLURMD_NODENAME={node}".encode() in env and f"SLURM_CONF={self.conf}".encode() in env:
+                pids.append(int(env_file.parent.name))
+        return pids
+
+    def fail_node(self, node: str, reason: str) -> list[int]:
+        """What a crashed node looks like to SLURM: its slurmd, its step daemons and its tasks die at once (SIGKILL),
+        then the node is marked DOWN, as slurmctld does once the node stops answering (after SlurmdTimeout; set here
+        at once instead of waiting minutes). Returns the killed task PIDs."""
+        tasks = self._node_tasks(node)
+        stepds = set()
+        for pid in tasks:
+            try:
+                ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                if Path(f"/proc/{ppid}/comm").read_text().strip() == "slurmstepd":
+                    stepds.add(ppid)
+            except (OSError, ValueError, IndexError):
+                continue
+        pid_file = self._pids.get(f"slurmd-{node}")
+        slurmd = [int(pid_file.read_text().split()[0])] if pid_file and pid_file.is_file() else []
+        for pid in [*slurmd, *stepds, *tasks]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        subprocess.run(["scontrol", "update", f"NodeName={node}", "State=DOWN", f"Reason={reason}"], env=self.env(),
+                       check=True, capture_output=True)
+        return tasks
+
+    def restore_node(self, node: str, timeout: float = 60.0) -> None:
+        """Restart the node's slurmd and return it to service (after :meth:`fail_node`)."""
+        self._run([_which("slurmd"), "-f", str(self.conf), "-N", node])
+        subprocess.run(["scontrol", "update", f"NodeName={node}", "State=RESUME"], env=self.env(), capture_output=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            out = subprocess.run(["sinfo", "-h", "-n", node, "-o", "%t"], env=self.env(), capture_output=True, text=True)
+            if out.stdout.strip() in ("idle", "mix", "alloc"):
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"{node} did not come back after restore (sinfo: {out.stdout.strip()!r})")
 
     # ------------------------------------------------------------------ job helpers
     def jobs(self, job_id: str) -> list[dict[str, str]]:

@@ -1,5 +1,6 @@
 """`findap-nemo slurm status`: the state of every job of a run's latest submission, from squeue/scontrol (and sacct
-where accounting exists), with each job's restarts, exit code and the last progress line of its log."""
+where accounting exists), with each job's nodes, restarts, exit code, latest complete checkpoint, and the last logged
+iteration and throughput of its log."""
 
 from __future__ import annotations
 
@@ -45,19 +46,37 @@ def _sacct(job_id: str) -> list[dict[str, str]]:
 
 
 _PROGRESS = re.compile(r"(iter \d+/\d+[^\n]{0,80}|\[findap-slurm\][^\n]{0,160})")
+# A training stage's log line: "[train] iter 12/30 lm_loss=... step_time_s=0.54 tokens_per_s=939.4 ..."
+_ITER = re.compile(r"\biter (\d+)/(\d+)\b[^\n]*?\btokens_per_s=([0-9.eE+]+)")
 
 
-def last_progress(log_glob: str) -> str:
-    """The last training-progress or findap-slurm line of the newest matching log."""
+def _log_tail(log_glob: str) -> str:
     files = sorted(glob.glob(log_glob), key=lambda f: Path(f).stat().st_mtime)
     if not files:
         return ""
     try:
-        text = Path(files[-1]).read_text(errors="replace")[-20000:]
+        return Path(files[-1]).read_text(errors="replace")[-20000:]
     except OSError:
         return ""
-    hits = _PROGRESS.findall(text)
+
+
+def last_progress(log_glob: str) -> str:
+    """The last training-progress or findap-slurm line of the newest matching log."""
+    hits = _PROGRESS.findall(_log_tail(log_glob))
     return hits[-1].strip() if hits else ""
+
+
+def last_iteration(log_glob: str) -> dict[str, str]:
+    """The last logged training iteration (``12/30``) and its throughput (``939 tokens/s``), or empty strings."""
+    hits = _ITER.findall(_log_tail(log_glob))
+    if not hits:
+        return {"iteration": "", "throughput": ""}
+    it, total, tps = hits[-1]
+    try:
+        rate = f"{float(tps):,.0f} tokens/s"
+    except ValueError:
+        rate = ""
+    return {"iteration": f"{it}/{total}", "throughput": rate}
 
 
 def latest_checkpoint(ckpt_dir: str) -> str:
@@ -76,8 +95,8 @@ def job_rows(record: dict) -> list[dict[str, str]]:
         log_glob = re.sub(r"_%a|%a", "_*", job["log"]) if job.get("array_size") else job["log"]
         if not infos:
             rows.append({"name": job["name"], "job_id": job["job_id"], "state": "UNKNOWN (no longer in slurmctld; "
-                         "no accounting)", "exit": "", "restarts": "", "elapsed": "", "reason": "",
-                         "progress": last_progress(log_glob), "log": job["log"],
+                         "no accounting)", "exit": "", "restarts": "", "elapsed": "", "reason": "", "nodes": "",
+                         "progress": last_progress(log_glob), "log": job["log"], **last_iteration(log_glob),
                          "checkpoint": "; ".join(filter(None, map(latest_checkpoint, job.get("checkpoints", []))))})
             continue
         ckpts = job.get("checkpoints") or []
@@ -87,11 +106,13 @@ def job_rows(record: dict) -> list[dict[str, str]]:
                 info.get("JobId", job["job_id"])
             log = job["log"].replace("%a", task) if task and "%a" in job["log"] else job["log"]
             reason = info.get("Reason", "")
+            nodelist = info.get("NodeList", "")
+            nodes = "" if nodelist in ("", "(null)") else f"{info.get('NumNodes', '?')}: {nodelist}"
             rows.append({"name": job["name"], "job_id": jid, "state": info.get("JobState", "?"),
                          "exit": info.get("ExitCode", ""), "restarts": info.get("Restarts", ""),
                          "elapsed": info.get("RunTime", ""), "reason": "" if reason in ("None", "(null)") else reason,
-                         "progress": last_progress(log.replace("%a", "*")), "log": log,
-                         "checkpoint": _task_checkpoint(ckpts, task, n)})
+                         "nodes": nodes, "progress": last_progress(log.replace("%a", "*")), "log": log,
+                         **last_iteration(log.replace("%a", "*")), "checkpoint": _task_checkpoint(ckpts, task, n)})
     return rows
 
 
@@ -105,8 +126,9 @@ def _task_checkpoint(ckpts: list[str], task: str | None, n: int) -> str:
 
 
 def format_table(rows: list[dict[str, str]]) -> str:
-    cols = [("name", "JOB"), ("job_id", "ID"), ("state", "STATE"), ("exit", "EXIT"), ("restarts", "RESTARTS"),
-            ("elapsed", "ELAPSED"), ("reason", "REASON")]
+    cols = [("name", "JOB"), ("job_id", "ID"), ("state", "STATE"), ("nodes", "NODES"), ("restarts", "RESTARTS"),
+            ("exit", "EXIT"), ("elapsed", "ELAPSED"), ("iteration", "ITER"), ("throughput", "THROUGHPUT"),
+            ("reason", "REASON")]
     widths = {k: max(len(h), *(len(str(r[k])) for r in rows)) for k, h in cols} if rows else {}
     lines = ["  ".join(h.ljust(widths[k]) for k, h in cols)]
     for r in rows:
