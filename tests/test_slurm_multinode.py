@@ -19,6 +19,7 @@ import pytest
 from helpers import REPO, env, metrics
 from slurm_cluster import slurm_cluster  # noqa: F401  (session fixture)
 from test_slurm_jobs import log_text, slurm_cli, submitted, write_config
+from test_slurm_render import render_shipped
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -266,19 +267,15 @@ def test_mpi_flavours_on_two_nodes(slurm_cluster, tmp_path):  # noqa: F811
     assert proc.returncode == 2 and "environment.mpi" in proc.stderr and "'pmix'" in proc.stderr, proc.stderr
 
 
-SHIPPED = sorted(p.name for p in (REPO / "configs" / "slurm").glob("*.yaml") if p.name != "tiny_cpu.yaml")
+SHIPPED = sorted(p for p in (REPO / "configs" / "slurm").glob("*.yaml") if p.name != "tiny_cpu.yaml")
 
 
-@pytest.mark.parametrize("name", SHIPPED)
-def test_shipped_config_scripts_pass_sbatch_test_only(slurm_cluster, tmp_path, name):  # noqa: F811
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_config_scripts_pass_sbatch_test_only(slurm_cluster, tmp_path, path, monkeypatch):  # noqa: F811
     """The rendered scripts of the shipped H100 configs are accepted by sbatch --test-only on the test cluster (4 nodes
-    of 8 stand-in GPUs and 224 CPUs); jobs asking for more nodes than it has are checked at its node count."""
-    from findap_nemo.config import load_config
-    from findap_nemo.slurm.config import SlurmConfig
-    from findap_nemo.slurm.render import render_job, render_pipeline
-
-    cfg = load_config(SlurmConfig, str(REPO / "configs" / "slurm" / name), [f"run_dir={tmp_path}/run"])
-    jobs = render_pipeline(cfg, source=name) if cfg.stages else [render_job(cfg, cfg.job, source=name)]
+    of 8 stand-in GPUs, 224 CPUs and 1 TB); jobs asking for more nodes than it has are checked at its node count."""
+    monkeypatch.chdir(REPO)
+    jobs = render_shipped(path, f"run_dir={tmp_path}/run")
     assert jobs
     nodes = len(slurm_cluster.nodes)
     for job in jobs:

@@ -223,12 +223,10 @@ def test_cluster_fixture_fails_without_slurm(monkeypatch):
         slurm_cluster.require_slurm()
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs" / "slurm").glob("*.yaml")), ids=lambda p: p.name)
-def test_every_shipped_slurm_config_renders(path, monkeypatch):
-    """Each configs/slurm/*.yaml validates and renders syntactically valid bash (a profile gets a train job)."""
-    monkeypatch.chdir(REPO)
+def render_shipped(path: Path, *overrides: str) -> list:
+    """The jobs of a shipped configs/slurm/*.yaml as rendered (a profile gets a train job); run from REPO."""
     raw = yaml.safe_load(path.read_text())
-    overrides = []
+    overrides = list(overrides)
     recipe = (raw.get("vars") or {}).get("data_recipe")
     if recipe and not (REPO / recipe).is_file():  # the recipe a site points at; any existing file will do here
         overrides.append("vars.data_recipe=configs/train/tiny_cpu.yaml")
@@ -236,7 +234,14 @@ def test_every_shipped_slurm_config_renders(path, monkeypatch):
     if not raw.get("job") and not raw.get("stages"):
         base = {**raw, "job": {"name": "train", "stage": "train", "config": "configs/train/llama3-8b-cpt-it-1node.yaml"}}
     cfg = load_config(SlurmConfig, None if base else path, overrides, base=base)
-    jobs = render_pipeline(cfg, source=str(path)) if cfg.stages else [render_job(cfg, cfg.job, source=str(path))]
+    return render_pipeline(cfg, source=str(path)) if cfg.stages else [render_job(cfg, cfg.job, source=str(path))]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "slurm").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_slurm_config_renders(path, monkeypatch):
+    """Each configs/slurm/*.yaml validates and renders syntactically valid bash (a profile gets a train job)."""
+    monkeypatch.chdir(REPO)
+    jobs = render_shipped(path)
     for job in jobs:
         assert job.script.startswith("#!/bin/bash")
         proc = subprocess.run(["bash", "-n"], input=job.script, capture_output=True, text=True)
