@@ -219,7 +219,7 @@ def test_invalid_requests_rejected_before_submission(slurm_cluster, tmp_path):  
     run_dir = tmp_path / "bad"
     job = {"name": "j", "command": "true"}
     cases = {
-        "resources.partition=nope": "sinfo does not list this partition; available: ['debug']",
+        "resources.partition=nope": "sinfo does not list this partition; available: ['batch', 'cpu', 'debug']",
         "resources.gpus_per_node=9": "at most 8 GPU(s)",
         "resources.nodes=5": "has 4 node(s)",
     }
