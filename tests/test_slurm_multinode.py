@@ -79,7 +79,8 @@ def multinode(slurm_cluster, tmp_path_factory):  # noqa: F811
         "ref": ("none", dict(nodes=1)),
         "tp": ("pmix", dict(nodes=2, overrides=("parallel.tensor_model_parallel_size=2",))),
         "dp": ("pmi2", dict(nodes=2)),
-        "preempt": ("auto", dict(nodes=2, save_interval=4, overrides=("parallel.tensor_model_parallel_size=2",))),
+        "preempt": ("auto", dict(nodes=2, save_interval=4, overrides=("parallel.tensor_model_parallel_size=2",
+                                                                      "checkpoint.keep_last=10"))),
     }
     runs = {}
     for name, (mpi, fields) in plan.items():
@@ -179,11 +180,9 @@ def test_preempted_two_node_job_checkpoints_on_every_node_and_resumes_exactly(mu
     assert "job step exited with 75" in full and "requeueing job" in full, log
     assert f"resumed from {run_dir}/ckpt/iter_{stopped:07d} at iteration {stopped}" in full, log
     assert 4 <= stopped < ITERS
-    # both ranks (one per node) wrote their shards of that same iteration
-    shards = sorted(p.name for p in (run_dir / "ckpt" / f"iter_{stopped:07d}").glob("*.distcp")) \
-        if (run_dir / "ckpt" / f"iter_{stopped:07d}").is_dir() else []
-    if shards:  # pruned by keep_last when later checkpoints exist; the log line above names the iteration then
-        assert {s.split("_")[2] for s in shards} == {"0", "1"}, shards
+    # both ranks (one per node) wrote their shards (__<rank>_<n>.distcp) of that same iteration
+    shards = sorted(p.name for p in (run_dir / "ckpt" / f"iter_{stopped:07d}").glob("*.distcp"))
+    assert {s.split("_")[2] for s in shards} == {"0", "1"}, shards
     rows = metrics(run_dir / "ckpt" / "metrics.jsonl")
     assert [r["iteration"] for r in rows] == list(range(1, ITERS + 1)), log
     uninterrupted = [r["lm_loss"] for r in metrics(multinode["tp"]["dir"] / "ckpt" / "metrics.jsonl")]
@@ -197,7 +196,7 @@ def test_node_failure_requeues_and_resumes_from_last_complete_checkpoint(multino
     victim = run["victim"]
     assert run["killed"], "no task of the job was found on the failed node"
     # SLURM ended the attempt because of the node, said so, and requeued the job
-    assert f"Reason=simulated" in run["node_state"] and "State=DOWN" in run["node_state"], run["node_state"]
+    assert "Reason=simulated" in run["node_state"] and "State=DOWN" in run["node_state"], run["node_state"]
     assert run["after_failure"]["Restarts"] == "1", run["after_failure"]
     assert f"srun: error: Node failure on {victim}" in full, log
     assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", log
