@@ -60,7 +60,7 @@ CUT_DOWN = [
     "scp.max_new_tokens=32,scp.apply_to=all,fap.margin=0.0,fap.min_yes_no_mass=0.0]",
     "dpo.overrides=[train.train_iters=1,train.global_batch_size=2,train.seq_length=384,train.eval_interval=null,"
     "data.validation_fraction=0.0]",
-    "eval.overrides=[limit=6,tasks=[fpb_sentiment,arc_easy,instruction_following]]",
+    "eval.overrides=[limit=6,'tasks=[fpb_sentiment,arc_easy,instruction_following]']",
 ]
 
 
