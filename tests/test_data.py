@@ -291,3 +291,6 @@ def test_demo_recipe_builds_via_cli(tmp_path):
     m = _manifest(tmp_path / "demo")
     assert {c["domain"] for c in m["components"]} == {"finance", "general"}
     assert m["downsampling"]["cpt_documents_kept"] == m["downsampling"]["it_documents"]
+    # the sample training data is held out from every shipped FinEval set: nothing to decontaminate
+    dec = m["decontamination"]
+    assert len(dec["eval_files"]) >= 12 and dec["removed"] and set(dec["removed"].values()) == {0}

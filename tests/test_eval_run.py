@@ -24,7 +24,7 @@ def _write_task(folder: Path, spec: dict, rows: list[str]) -> None:
 
 def test_shipped_registry_covers_every_category_and_type():
     reg = load_registry()
-    assert 8 <= len(reg) <= 12
+    assert 8 <= len(reg) <= 16
     assert {t.category for t in reg.values()} >= {"unseen_similar", "novel_concepts", "novel_finance", "reasoning",
                                                    "instruction_following"}
     from findap_nemo.eval.registry import TASK_TYPES
@@ -36,10 +36,11 @@ def test_shipped_registry_covers_every_category_and_type():
 
     for t in reg.values():  # every shipped example is valid input (no invalid gold or missing field)
         rows, shots = load_examples(t)
-        assert 10 <= len(rows) <= 30, t.name
+        assert 50 <= len(rows) <= 300, t.name
         errors = [p.error for i, r in enumerate(rows) if (p := prepare(t, r, i, shots)).error]
         assert errors == [], (t.name, errors)
-    assert [t.name for t in select_tasks(reg, ["unseen_similar"])] == ["edtsum_headlines", "fin_ner", "fomc", "fpb_sentiment"]
+    assert [t.name for t in select_tasks(reg, ["unseen_similar"])] == ["edtsum_headlines", "fin_ner", "fomc", "fpb_sentiment",
+                                                                        "headline"]
 
 
 def test_registry_errors_name_file_and_key(tmp_path):
@@ -59,7 +60,7 @@ def test_registry_errors_name_file_and_key(tmp_path):
 
 def test_iter_eval_texts_for_decontamination(tmp_path):
     texts = list(iter_eval_texts("fomc"))
-    assert any("Committee judges that further increases" in t for t in texts)
+    assert any("the Committee judges that further increases" in t for t in texts)
     assert "hawkish" in texts
     cfa = list(iter_eval_texts(["cfa_easy"]))
     assert any(t.startswith("A bond's price is most sensitive") for t in cfa)  # text and query
