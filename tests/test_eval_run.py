@@ -111,7 +111,8 @@ def test_run_eval_counts_bad_input_and_compares_models(tiny_hf_model_dir, tmp_pa
     assert mc["n"] == 3 and mc["counts"]["invalid_input"] == 1 and mc["requests"] == 4
     # identical checkpoints under two names: identical (deterministic) scores
     assert res["models"]["base"]["tasks"] == {k: {**v, **{x: res["models"]["base"]["tasks"][k][x] for x in
-                                                          ("seconds", "examples_per_s", "tokens_per_s")}}
+                                                          ("seconds", "examples_per_s", "tokens_per_s",
+                                                           "predictions")}}
                                               for k, v in res["models"]["dpo"]["tasks"].items()}
 
     on_disk = json.loads((out / "results.json").read_text())
@@ -123,6 +124,11 @@ def test_run_eval_counts_bad_input_and_compares_models(tiny_hf_model_dir, tmp_pa
     assert comp["models"] == ["base", "dpo"]
     overall = [r for r in comp["rows"] if r["kind"] == "overall"][0]
     assert overall["delta_vs_base"]["dpo"] == pytest.approx(0.0)
+    assert overall["delta_ci95_vs_base"]["dpo"] == {"ci95": [0.0, 0.0], "excludes_zero": False}  # paired
+    senti_row = next(r for r in comp["rows"] if r["name"] == "senti")
+    assert senti_row["n"] == len(BAD_ROWS) and senti_row["chance"] == pytest.approx(1 / 3)
+    lo, hi = senti_row["ci95"]["base"]
+    assert lo <= res["models"]["base"]["tasks"]["senti"]["score"] <= hi
     assert "| dpo - base |" in (out / "comparison.md").read_text()
     png = (out / "comparison.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000

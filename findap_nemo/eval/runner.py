@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from findap_nemo.config import ConfigError, config_to_dict, load_config
+from findap_nemo.eval.bootstrap import add_intervals, chance_level
 from findap_nemo.eval.config import EvalConfig
 from findap_nemo.eval.prompts import encode_continuation, encode_messages
 from findap_nemo.eval.registry import REPO_ROOT, TaskSpec, load_examples, load_registry, select_tasks
@@ -126,6 +127,7 @@ def evaluate_task(backend, task: TaskSpec, rows: list[dict], shots: list[dict], 
     seconds = time.perf_counter() - t0
     ordered = [records[i] for i in range(len(preps))]
     agg = aggregate(task, ordered)
+    agg["chance"] = chance_level(task, [len(p.choices) for p in valid])
     agg.update(category=task.category, type=task.type, method=task.mc_method if task.type == "multiple_choice" else
                "generate", seconds=round(seconds, 3), requests=n_requests, generated_tokens=gen_tokens,
                examples_per_s=round(len(preps) / seconds, 3) if seconds else None,
@@ -207,11 +209,14 @@ def run_eval(cfg: Any, overrides: Iterable[str] = ()) -> dict:
             write_atomic(meta_path, json.dumps({"fingerprint": fp, "model": path, "task": task.name,
                                                 "result": agg}, indent=2))
             per_task[task.name] = agg
+        for task in tasks:  # where the per-item records are, for the bootstrap intervals (relative to output_dir)
+            per_task[task.name]["predictions"] = f"predictions/{name}/{task.name}.jsonl"
         if backend is not None:
             backend.close()
         categories, overall = summarize(per_task)
         results["models"][name] = {"path": path, "tasks": per_task, "categories": categories, "overall": overall,
                                    "seconds": round(time.perf_counter() - t_model, 2)}
+    add_intervals(results, out)
     write_atomic(out / "results.json", json.dumps(results, indent=2, default=str))
     write_atomic(out / "results.md", results_markdown(results))
     if len(cfg.models) >= 2:
