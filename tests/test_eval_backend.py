@@ -66,6 +66,29 @@ def test_loglik_matches_a_direct_forward_and_is_batch_invariant(tiny_hf_model_di
         assert a.num_tokens == len(cont)
 
 
+def test_one_token_options_share_one_forward_per_context(tiny_hf_model_dir, tok):
+    """Option letters of one question are scored from one forward pass of its context, with the same numbers."""
+    from transformers import AutoModelForCausalLM
+
+    ctxs = [tok("Which bond is riskier? Answer:")["input_ids"], tok("Net income fell. Sentiment:")["input_ids"]]
+    letters = [encode_continuation(tok, x) for x in ("A", "B", "C")]
+    assert all(len(x) == 1 for x in letters)
+    reqs = [(c, x) for c in ctxs for x in letters] + [(ctxs[0], encode_continuation(tok, " to $310 million"))]
+    backend = HFBackend(str(tiny_hf_model_dir), device="cpu", batch_size=4)
+    calls = []
+    hook = backend.model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    res = backend.loglik(reqs)
+    hook.remove()
+    assert len(calls) == 2  # one batch of the 2 distinct contexts + one batch of the multi-token request
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_hf_model_dir), dtype=torch.float32).eval()
+    for (ctx, cont), r in zip(reqs, res):
+        with torch.no_grad():
+            lp = torch.log_softmax(model(torch.tensor([ctx + cont])).logits[0, :-1].float(), -1)
+        ref = sum(float(lp[len(ctx) - 1 + k, t]) for k, t in enumerate(cont))
+        assert r.logprob == pytest.approx(ref, abs=1e-4) and r.num_tokens == len(cont)
+        assert r.is_greedy == all(int(lp[len(ctx) - 1 + k].argmax()) == t for k, t in enumerate(cont))
+
+
 def test_generation_is_greedy_batched_and_stops(tiny_hf_model_dir, tok, tmp_path):
     from findap_nemo.tokenizer import EOT
 

@@ -115,8 +115,13 @@ class HFBackend:
     def loglik(self, requests: list[tuple[list[int], list[int]]], progress=None) -> list[LoglikResult]:
         import torch
 
-        order = sorted(range(len(requests)), key=lambda i: -(len(requests[i][0]) + len(requests[i][1])))
         out: list[Optional[LoglikResult]] = [None] * len(requests)
+        # one-token continuations of the same context (option letters) share a single forward pass
+        shared = [i for i, (ctx, cont) in enumerate(requests) if len(cont) == 1 and len(ctx) + 1 <= self.max_length]
+        self._loglik_one_token(requests, shared, out, progress)
+        done = set(shared)
+        order = sorted((i for i in range(len(requests)) if i not in done),
+                       key=lambda i: -(len(requests[i][0]) + len(requests[i][1])))
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             seqs, conts, cut = [], [], []
@@ -147,6 +152,33 @@ class HFBackend:
             if progress is not None:
                 progress.update(len(idx))
         return out  # type: ignore[return-value]
+
+    def _loglik_one_token(self, requests, indices: list[int], out: list, progress=None) -> None:
+        """Score one-token continuations from the last position of each DISTINCT context: a k-option letter
+        question costs one forward pass instead of k (the same numbers as scoring ctx + letter separately)."""
+        import torch
+
+        by_ctx: dict[tuple, list[int]] = {}
+        for i in indices:
+            by_ctx.setdefault(tuple(requests[i][0]), []).append(i)
+        contexts = sorted(by_ctx, key=len, reverse=True)
+        for start in range(0, len(contexts), self.batch_size):
+            batch = contexts[start:start + self.batch_size]
+            ids, mask, pos = self._left_pad([list(c) for c in batch])
+            with torch.inference_mode():
+                try:
+                    logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                                        logits_to_keep=1).logits
+                except TypeError:  # transformers < 4.50
+                    logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+                logp = torch.log_softmax(logits[:, -1, :].float(), dim=-1)
+            best = logp.argmax(-1).tolist()
+            for j, ctx in enumerate(batch):
+                for i in by_ctx[ctx]:
+                    tok = requests[i][1][0]
+                    out[i] = LoglikResult(float(logp[j, tok]), 1, best[j] == tok, False)
+            if progress is not None:
+                progress.update(sum(len(by_ctx[c]) for c in batch))
 
     def close(self) -> None:
         import torch
