@@ -38,6 +38,7 @@ class EvalConfig:
     registry: List[str] = field(default_factory=lambda: ["configs/eval/tasks"])  # task YAML folders/files
     output_dir: str = "runs/eval"
     limit: Optional[int] = None  # evaluate only the first N examples of each task (smoke runs)
+    task_limits: Dict[str, int] = field(default_factory=dict)  # per-task caps that replace `limit` (name -> N)
     overwrite: bool = True  # false: reuse predictions already written for a (model, task) by an identical run
     chart: bool = True  # comparison.png when two or more models are evaluated
     save_prompts: bool = False  # also write each example's full prompt text (as the model saw it) to predictions
@@ -58,6 +59,8 @@ class EvalConfig:
                     "(`findap-nemo convert mcore-to-hf` writes one)")
         p.check(bool(self.tasks), "tasks", self.tasks, "list task names, categories or 'all'")
         p.check(self.limit is None or self.limit >= 1, "limit", self.limit, "null or >= 1")
+        for name, n in self.task_limits.items():
+            p.check(n >= 1, f"task_limits.{name}", n, ">= 1")
         g = self.generation
         p.check(g.max_new_tokens is None or g.max_new_tokens >= 1, "generation.max_new_tokens", g.max_new_tokens,
                 "null or >= 1")

@@ -168,10 +168,17 @@ def run_eval(cfg: Any, overrides: Iterable[str] = ()) -> dict:
     cfg = as_config(cfg, overrides)
     registry = load_registry(_registry_paths(cfg.registry))
     tasks = select_tasks(registry, cfg.tasks)
+    unknown = sorted(set(cfg.task_limits) - {t.name for t in tasks})
+    if unknown:
+        from findap_nemo.config import ConfigError
+
+        raise ConfigError(f"task_limits names {unknown}, which are not among the selected tasks "
+                          f"{[t.name for t in tasks]}")
     data = {}
     for t in tasks:  # read every source before loading any model: a bad path fails in seconds
         rows, shots = load_examples(t)
-        data[t.name] = (rows[: cfg.limit] if cfg.limit else rows, shots)
+        limit = cfg.task_limits.get(t.name, cfg.limit)
+        data[t.name] = (rows[:limit] if limit else rows, shots)
     out = Path(cfg.output_dir)
     results: dict[str, Any] = {
         "tasks": {t.name: {"category": t.category, "type": t.type, "primary_metric": t.primary,
