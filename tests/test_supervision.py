@@ -178,3 +178,53 @@ def _tb_scalars(logdir: Path) -> list[tuple[int, float]]:
     acc = EventAccumulator(str(logdir))
     acc.Reload()
     return [(e.step, round(e.value, 6)) for e in acc.Scalars("train/lm_loss")]
+
+
+def _pipeline(tmp_path: Path) -> list[str]:
+    """`findap-nemo run` with only the megatron stages (base model, convert, a long 2-rank training)."""
+    return ["run", "configs/demo.yaml", f"run_dir={tmp_path / 'run'}", "data.enabled=false", "genrm.enabled=false",
+            "dpo.enabled=false", "eval.enabled=false",
+            "train.overrides=[data.mock=true,parallel.tensor_model_parallel_size=2,train.train_iters=2000,"
+            "train.eval_interval=null,checkpoint.save_interval=null,logging.progress_bar=false]"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGTERM", "kill -9 process group"])
+def test_pipeline_run_passes_signals_and_takes_its_stages_along(tmp_path, how):
+    """Under `findap-nemo run` (run -> stage launcher -> ranks): SIGTERM to the run's pid checkpoints the training
+    stage and the run exits 75 with one line; kill -9 of the run's process group leaves no process behind."""
+    from findap_nemo.runtime import EXIT_REQUEUE
+
+    proc = _start(*_pipeline(tmp_path))
+    _wait_rows(tmp_path / "run" / "train" / "metrics.jsonl", 2, proc, timeout=400)
+    tree = descendants(proc.pid)
+    assert len(tree) >= 3, tree  # the stage's launcher and its two ranks
+    if how == "SIGTERM":
+        os.kill(proc.pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=180)
+        assert proc.returncode == EXIT_REQUEUE, out[-3000:]
+        assert "Traceback" not in out
+        assert "stage 'train' stopped after a signal (exit 75)" in out.strip().splitlines()[-1]
+        train = tmp_path / "run" / "train"
+        assert int((train / "latest_checkpointed_iteration.txt").read_text()) == len(metrics(train / "metrics.jsonl"))
+        assert not (tmp_path / "run" / "stages" / "train.json").exists()  # not recorded as finished
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert not _gone_within(tree, 5.0), f"outlived `findap-nemo run`: {_alive(tree)}"
+
+
+def test_thread_counts_per_stage(monkeypatch, tmp_path):
+    """Single-process stages keep every core; only multi-rank launches share the cores out per rank."""
+    from findap_nemo.launch import rank_env, threads_per_rank
+    from findap_nemo.pipeline.runner import Runner, Stage
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    out = tmp_path / "omp.txt"
+    code = f"import os, pathlib; pathlib.Path({str(out)!r}).write_text(os.environ.get('OMP_NUM_THREADS', 'unset'))"
+    Runner(tmp_path / "run").run([Stage("s", "s", lambda: [sys.executable, "-c", code], lambda: [out])])
+    assert out.read_text() == "unset"
+    cores = len(os.sched_getaffinity(0))
+    assert rank_env(0, 2, 1234)["OMP_NUM_THREADS"] == str(max(1, cores // 2)) == str(threads_per_rank(2))
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert rank_env(1, 2, 1234)["OMP_NUM_THREADS"] == "3"  # the user's choice wins
