@@ -74,15 +74,21 @@ def _signame(sig: int) -> str:
     return signal.Signals(sig).name
 
 
+def will_launch(args) -> int | None:
+    """The number of ranks ``maybe_relaunch`` will start (the world size to validate a config for), else None."""
+    n = getattr(args, "nproc_per_node", None)
+    if not n or "RANK" in os.environ or "SLURM_PROCID" in os.environ:
+        return None
+    return n
+
+
 def maybe_relaunch(args, argv: list[str]) -> int | None:
     """Re-run ``findap-nemo <argv>`` as ranks when --nproc-per-node asks for it and we are not already a rank.
 
     Returns the ranks' exit code, or None when the current process should do the work itself.
     """
-    n = getattr(args, "nproc_per_node", None)
-    if not n or "RANK" in os.environ or "SLURM_PROCID" in os.environ:
-        return None
-    return launch_ranks(n, argv)
+    n = will_launch(args)
+    return launch_ranks(n, argv) if n else None
 
 
 def strip_launch_args(argv: list[str]) -> list[str]:
