@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from findap_nemo.config import ConfigError
+    from findap_nemo.storage import StorageError
 
     if args.stage in SIGNAL_CHECKPOINT_STAGES and not getattr(args, "print_config", False):
         from findap_nemo.supervise import install_preemption_flag
@@ -81,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"findap-nemo {args.stage}: invalid configuration\n{err}", file=sys.stderr)
         return 2
+    except StorageError as err:
+        print(f"findap-nemo {args.stage}: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"findap-nemo {args.stage}: interrupted", file=sys.stderr)
         return 130

@@ -147,24 +147,27 @@ def save_checkpoint(root: str | os.PathLike, iteration: int, model_chunks, optim
     if torch.distributed.is_initialized():
         torch.distributed.broadcast_object_list(stamp, src=0)
     tmp = root / f"{final.name}.tmp-{stamp[0]}"
-    if rank0:
-        tmp.mkdir(parents=True, exist_ok=True)
-    _barrier()
-    sd = _sharded_state_dict(model_chunks, optimizer, is_loading=False, with_rng=True)
-    sd["iteration"] = iteration
-    sd["layout"] = _layout()  # [PP, TP, DP]: per-rank RNG state is restored only into the same layout
-    if scheduler is not None:
-        sd["scheduler"] = scheduler.state_dict()
-    sd["extra"] = extra or {}
-    dist_checkpointing.save(sd, str(tmp))
-    _barrier()
-    if rank0:
-        if final.exists():  # re-saving the same iteration (e.g. signal right after a periodic save)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        tracker_tmp = root / (TRACKER + ".tmp")
-        tracker_tmp.write_text(str(iteration))
-        os.replace(tracker_tmp, root / TRACKER)
+    try:
+        if rank0:
+            tmp.mkdir(parents=True, exist_ok=True)
+        _barrier()
+        sd = _sharded_state_dict(model_chunks, optimizer, is_loading=False, with_rng=True)
+        sd["iteration"] = iteration
+        sd["layout"] = _layout()  # [PP, TP, DP]: per-rank RNG state is restored only into the same layout
+        if scheduler is not None:
+            sd["scheduler"] = scheduler.state_dict()
+        sd["extra"] = extra or {}
+        dist_checkpointing.save(sd, str(tmp))
+        _barrier()
+        if rank0:
+            if final.exists():  # re-saving the same iteration (e.g. signal right after a periodic save)
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            tracker_tmp = root / (TRACKER + ".tmp")
+            tracker_tmp.write_text(str(iteration))
+            os.replace(tracker_tmp, root / TRACKER)
+    except Exception as err:
+        raise _save_failed(err, root, tmp) from err
         if keep_last:
             for old in list_checkpoints(root)[:-keep_last]:
                 shutil.rmtree(iter_dir(root, old), ignore_errors=True)
@@ -172,6 +175,23 @@ def save_checkpoint(root: str | os.PathLike, iteration: int, model_chunks, optim
             shutil.rmtree(stale, ignore_errors=True)
     _barrier()
     return final
+
+
+def _save_failed(err: Exception, root: Path, tmp: Path) -> Exception:
+    """One line for a save that the file system refused; the partial folder goes, the tracker stays untouched."""
+    from findap_nemo.storage import describe
+
+    failure = describe(err, root, "the checkpoint")  # before cleaning up: that frees the space it lacked
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        (root / (TRACKER + ".tmp")).unlink(missing_ok=True)
+    except OSError:
+        pass
+    if failure is None:
+        return err
+    latest = latest_checkpoint(root)
+    return type(failure)(f"{failure}; {'the latest checkpoint is still ' + str(latest) if latest else 'no checkpoint was saved'}",
+                         failure.errno)
 
 
 def _materialise_optimizer_states(optimizer) -> None:
