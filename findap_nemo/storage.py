@@ -45,8 +45,8 @@ def _under(name, folder) -> bool:
     return a == r or r in a.parents
 
 
-def probe(folder: str | os.PathLike) -> int | None:
-    """What the file system says is wrong with writing into ``folder`` now (an errno), or None."""
+def probe(folder: str | os.PathLike, needed_bytes: int = 0) -> int | None:
+    """What the file system says is wrong with writing ``needed_bytes`` into ``folder`` now (an errno), or None."""
     folder = Path(folder)
     existing = folder
     while not existing.exists() and existing != existing.parent:
@@ -59,20 +59,20 @@ def probe(folder: str | os.PathLike) -> int | None:
         return e.errno
     if st.f_flag & getattr(os, "ST_RDONLY", 1):
         return errno.EROFS
-    if st.f_bavail * st.f_frsize < (1 << 20):
+    if st.f_bavail * st.f_frsize < max(1 << 20, needed_bytes):
         return errno.ENOSPC
     if not os.access(folder, os.W_OK):
         return errno.EACCES
     return None
 
 
-def describe(err: BaseException, path: str | os.PathLike, what: str) -> StorageError | None:
-    """A StorageError for ``err`` raised while writing ``what`` under ``path``, or None when it is not a storage
-    failure (then the original error should propagate)."""
+def describe(err: BaseException, path: str | os.PathLike, what: str, needed_bytes: int = 0) -> StorageError | None:
+    """A StorageError for ``err`` raised while writing ``what`` (about ``needed_bytes``) under ``path``, or None when
+    it is not a storage failure (then the original error should propagate)."""
     os_err = _os_error_in(err)
     if os_err is not None and os_err.filename and not _under(os_err.filename, path):
         os_err = None  # e.g. a missing input file: not a failure to write the output
-    code = os_err.errno if os_err is not None else probe(path)
+    code = os_err.errno if os_err is not None else probe(path, needed_bytes)
     if code is None:
         return None
     where = getattr(os_err, "filename", None) or path

@@ -228,3 +228,30 @@ def test_thread_counts_per_stage(monkeypatch, tmp_path):
     assert rank_env(0, 2, 1234)["OMP_NUM_THREADS"] == str(max(1, cores // 2)) == str(threads_per_rank(2))
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert rank_env(1, 2, 1234)["OMP_NUM_THREADS"] == "3"  # the user's choice wins
+
+
+@pytest.mark.slow
+def test_full_disk_during_checkpoint_save_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
+    """A 12 MiB tmpfs holds one tiny checkpoint (7 MiB), not two: the second save fails with one line naming the
+    path and ENOSPC, the first checkpoint stays the latest and no partial folder is left."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mnt)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): needs root and a sandbox that allows it")
+    try:
+        save = mnt / "ckpt"
+        proc = cli("train", *CONFIG, "train.train_iters=20", "checkpoint.save_interval=2", f"checkpoint.save={save}",
+                   check=False)
+        err = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr and "unexpected pos" not in proc.stderr, proc.stderr[-3000:]
+        assert err[-1].startswith(f"findap-nemo train: cannot write the checkpoint to {save}"), err[-1]
+        assert "no space left on the device" in err[-1] and "(ENOSPC)" in err[-1]
+        assert err[-1].endswith(f"the latest checkpoint is still {save / 'iter_0000002'}"), err[-1]
+        assert (save / "latest_checkpointed_iteration.txt").read_text() == "2"
+        assert (save / "iter_0000002" / "metadata.json").is_file()
+        assert not list(save.glob("iter_*.tmp-*")) and not list(save.glob("*.tmp"))
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

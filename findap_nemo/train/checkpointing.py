@@ -166,8 +166,10 @@ def save_checkpoint(root: str | os.PathLike, iteration: int, model_chunks, optim
             tracker_tmp = root / (TRACKER + ".tmp")
             tracker_tmp.write_text(str(iteration))
             os.replace(tracker_tmp, root / TRACKER)
-    except Exception as err:
-        raise _save_failed(err, root, tmp) from err
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as err:  # torch's CheckpointException derives from BaseException
+        raise _save_failed(err, root, tmp, _state_bytes(sd) if "sd" in locals() else 0) from err
         if keep_last:
             for old in list_checkpoints(root)[:-keep_last]:
                 shutil.rmtree(iter_dir(root, old), ignore_errors=True)
@@ -177,11 +179,22 @@ def save_checkpoint(root: str | os.PathLike, iteration: int, model_chunks, optim
     return final
 
 
-def _save_failed(err: Exception, root: Path, tmp: Path) -> Exception:
-    """One line for a save that the file system refused; the partial folder goes, the tracker stays untouched."""
+def _state_bytes(sd: dict) -> int:
+    """Bytes of the tensors this rank writes (to tell a full disk from other write failures)."""
+    from megatron.core.dist_checkpointing.dict_utils import nested_values
+    from megatron.core.dist_checkpointing.mapping import ShardedTensor
+
+    return sum(v.data.nbytes for v in nested_values(sd)
+               if isinstance(v, ShardedTensor) and v.data is not None and v.replica_id in (0, (0, 0, 0)))
+
+
+def _save_failed(err: BaseException, root: Path, tmp: Path, needed: int) -> BaseException:
+    """One line for a save that the file system refused; the partial folder goes, the tracker stays untouched.
+    Measured before cleaning up, which frees the space the save lacked: torch's writer reports a full disk as
+    ``unexpected pos`` without an OSError."""
     from findap_nemo.storage import describe
 
-    failure = describe(err, root, "the checkpoint")  # before cleaning up: that frees the space it lacked
+    failure = describe(err, root, "the checkpoint", needed_bytes=needed)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         (root / (TRACKER + ".tmp")).unlink(missing_ok=True)
