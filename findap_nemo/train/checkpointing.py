@@ -12,6 +12,8 @@ global name and shape (megatron ShardedTensors) so a checkpoint written at one T
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 import shutil
@@ -147,6 +149,7 @@ def save_checkpoint(root: str | os.PathLike, iteration: int, model_chunks, optim
     if torch.distributed.is_initialized():
         torch.distributed.broadcast_object_list(stamp, src=0)
     tmp = root / f"{final.name}.tmp-{stamp[0]}"
+    held: list[logging.LogRecord] = []
     try:
         if rank0:
             tmp.mkdir(parents=True, exist_ok=True)
@@ -157,7 +160,8 @@ def save_checkpoint(root: str | os.PathLike, iteration: int, model_chunks, optim
         if scheduler is not None:
             sd["scheduler"] = scheduler.state_dict()
         sd["extra"] = extra or {}
-        dist_checkpointing.save(sd, str(tmp))
+        with _held_writer_errors(held):
+            dist_checkpointing.save(sd, str(tmp))
         _barrier()
         if rank0:
             if final.exists():  # re-saving the same iteration (e.g. signal right after a periodic save)
@@ -169,7 +173,11 @@ def save_checkpoint(root: str | os.PathLike, iteration: int, model_chunks, optim
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as err:  # torch's CheckpointException derives from BaseException
-        raise _save_failed(err, root, tmp, _state_bytes(sd) if "sd" in locals() else 0) from err
+        failure = _save_failed(err, root, tmp, _state_bytes(sd) if "sd" in locals() else 0)
+        if failure is err:  # not a storage failure: what the writer logged helps
+            for record in held:
+                logging.getLogger(record.name).handle(record)
+        raise failure from err
         if keep_last:
             for old in list_checkpoints(root)[:-keep_last]:
                 shutil.rmtree(iter_dir(root, old), ignore_errors=True)
@@ -177,6 +185,27 @@ def save_checkpoint(root: str | os.PathLike, iteration: int, model_chunks, optim
             shutil.rmtree(stale, ignore_errors=True)
     _barrier()
     return final
+
+
+_WRITER_LOGGER = "megatron.core.dist_checkpointing.strategies.filesystem_async"
+
+
+@contextlib.contextmanager
+def _held_writer_errors(held: list):
+    """Hold back the checkpoint writer's own error log lines (a full disk reads ``unexpected pos 704 vs 598``)
+    until we know whether the failure is one :mod:`findap_nemo.storage` explains in one line."""
+    def keep(record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            held.append(record)
+            return False
+        return True
+
+    log = logging.getLogger(_WRITER_LOGGER)
+    log.addFilter(keep)
+    try:
+        yield
+    finally:
+        log.removeFilter(keep)
 
 
 def _state_bytes(sd: dict) -> int:
