@@ -182,7 +182,7 @@ def _tb_scalars(logdir: Path) -> list[tuple[int, float]]:
 
 def _pipeline(tmp_path: Path) -> list[str]:
     """`findap-nemo run` with only the megatron stages (base model, convert, a long 2-rank training)."""
-    return ["run", "configs/demo.yaml", f"run_dir={tmp_path / 'run'}", "data.enabled=false", "genrm.enabled=false",
+    return ["run", "configs/demo_tiny.yaml", f"run_dir={tmp_path / 'run'}", "data.enabled=false", "genrm.enabled=false",
             "dpo.enabled=false", "eval.enabled=false",
             "train.overrides=[data.mock=true,parallel.tensor_model_parallel_size=2,train.train_iters=2000,"
             "train.eval_interval=null,checkpoint.save_interval=null,logging.progress_bar=false]"]
