@@ -49,6 +49,9 @@ def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+SIGNAL_CHECKPOINT_STAGES = {"train", "dpo"}
+"""Stages that answer SIGTERM/SIGUSR1 with a checkpoint and exit 75 (the signal is noted from the very start)."""
+
 # Known, harmless notices from megatron-core on machines without apex/TE; hidden so real warnings stand out.
 _QUIET = r".*(Apex is not installed|Transformer Engine and Apex are not installed|full scope is deprecated|" \
          r"Transformer Engine is not installed).*"
@@ -67,13 +70,24 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from findap_nemo.config import ConfigError
+    from findap_nemo.storage import StorageError
 
+    if args.stage in SIGNAL_CHECKPOINT_STAGES and not getattr(args, "print_config", False):
+        from findap_nemo.supervise import install_preemption_flag
+
+        install_preemption_flag()
     module = importlib.import_module(STAGES[args.stage][0])
     try:
         return int(module.run(args) or 0)
     except ConfigError as err:
         print(f"findap-nemo {args.stage}: invalid configuration\n{err}", file=sys.stderr)
         return 2
+    except StorageError as err:
+        print(f"findap-nemo {args.stage}: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"findap-nemo {args.stage}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

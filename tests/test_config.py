@@ -107,3 +107,39 @@ def test_cli_reports_config_errors_without_traceback():
     assert proc.returncode == 2
     assert "invalid configuration" in proc.stderr and "num_attention_heads" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_every_problem_at_once_with_its_origin(tmp_path):
+    """A type error, an unknown key from the command line, an unknown key and a bad type from a YAML file and a
+    semantic check: one list, each naming file:line or the command line."""
+    yml = tmp_path / "job.yaml"
+    yml.write_text("model:\n  preset: tiny\ntrain:\n  micro_batch_size: two\n  seq_lenght: 64\n"
+                   "  seq_length: 64\ndata:\n  mock: true\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(TrainJobConfig, yml, ["train.train_iters=abc", "optim.lrr=1", "optim.lr=-1"])
+    problems = exc.value.problems
+    assert len(problems) == 5, problems
+    text = "\n".join(problems)
+    assert "train.train_iters='abc' (command line): Value 'abc' of type 'str' could not be converted to Integer" in text
+    assert "optim.lrr (command line): unknown key; did you mean optim.lr?" in text
+    assert f"train.micro_batch_size='two' ({yml}:4)" in text
+    assert f"train.seq_lenght ({yml}:5): unknown key; did you mean train.seq_length?" in text
+    assert "optim.lr=-1.0: must be > 0" in text
+
+
+@pytest.mark.slow
+def test_launcher_validates_before_any_rank_starts():
+    """With --nproc-per-node 2 a bad config is reported once, by the launcher, in a few seconds, exit 2."""
+    import time
+
+    from helpers import cli
+
+    t = time.time()
+    proc = cli("train", "--nproc-per-node", "2", "--config", TINY, "train.train_iters=abc", "optim.lrr=1",
+               check=False, timeout=300)
+    seconds = time.time() - t
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert out.count("train.train_iters='abc'") == 1 and out.count("did you mean optim.lr?") == 1, out
+    assert "Traceback" not in out and "rank" not in out.lower(), out
+    assert seconds < 30, seconds

@@ -345,3 +345,36 @@ def test_export_finds_architecture_and_tokenizer_through_the_pretrained_chain(tm
     assert _roots(dpo / "iter_0000002") == [dpo, train, base]
     (base / "config.yaml").write_text(yaml.safe_dump({"checkpoint": {"pretrained": str(dpo)}}))  # a cycle
     assert _roots(dpo / "iter_0000002") == [dpo, train, base]
+
+
+@pytest.mark.slow
+def test_temp_folders_of_killed_conversions_are_removed(tmp_path, tiny_hf_model_dir):
+    """kill -9 mid-conversion leaves `.<out>.tmp-<pid>-*`; the next conversion removes it (its process is dead) and
+    leaves a live process's temp folder alone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers import REPO, env
+
+    out = tmp_path / "mcore"
+    cmd = [sys.executable, "-m", "findap_nemo.cli", "convert", "hf-to-mcore", "--hf", str(tiny_hf_model_dir),
+           "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(tmp_path.glob(".mcore.tmp-*")):
+        assert proc.poll() is None, "finished before it could be killed"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stale = list(tmp_path.glob(".mcore.tmp-*"))
+    assert len(stale) == 1 and not out.exists()
+    live = tmp_path / f".mcore.tmp-{os.getpid()}-1"  # this test process is alive: not touched
+    live.mkdir()
+    res = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "removed 1 temporary folder(s) of killed runs" in res.stdout
+    assert not stale[0].exists() and live.is_dir() and out.is_dir()

@@ -294,3 +294,92 @@ def test_demo_recipe_builds_via_cli(tmp_path):
     # the sample training data is held out from every shipped FinEval set: nothing to decontaminate
     dec = m["decontamination"]
     assert len(dec["eval_files"]) >= 12 and dec["removed"] and set(dec["removed"].values()) == {0}
+
+
+def test_utf8_bom_is_accepted(tiny_tokenizer_dir, corpus, tmp_path):
+    """Windows editors start files with a byte order mark: the first record is read, not rejected or skipped."""
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + corpus["fin_cpt"].read_bytes())
+    build(recipe(tiny_tokenizer_dir, dict(corpus, fin_cpt=bom), tmp_path / "x", skip_bad=True), **QUIET)
+    st = _manifest(tmp_path / "x")["sources"]["fin_cpt"]
+    assert st["read"] == 40 and st["skipped_bad"] == {}
+
+
+def test_empty_source_warns_and_an_empty_kind_refuses(tiny_tokenizer_dir, corpus, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    lines: list[str] = []
+    build(recipe(tiny_tokenizer_dir, dict(corpus, fin_cpt=empty), tmp_path / "x"), log=lines.append)
+    assert any(f"WARNING: source 'fin_cpt' ({empty}) gave no documents: no records" in ln for ln in lines), lines
+    with pytest.raises(DataError, match=r"every IT source is empty \(fin_it, gen_it\)"):
+        build(recipe(tiny_tokenizer_dir, dict(corpus, fin_it=empty, gen_it=empty), tmp_path / "y"), **QUIET)
+    assert not (tmp_path / "y").exists()
+
+
+def _tmpfs(path: Path, size: str, *opts: str) -> None:
+    import subprocess
+
+    path.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", *opts]), "tmpfs", str(path)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or proc.returncode}): needs root and a "
+                    f"sandbox that allows mount")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mnt = tmp_path / "disk"
+    yield mnt
+    import subprocess
+
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@pytest.mark.parametrize("case", ["ENOSPC", "EROFS", "vanished"])
+def test_os_errors_in_the_data_build_are_one_line(tiny_tokenizer_dir, corpus, tmp_path, small_disk, case):
+    """Full disk, read-only disk, output folder deleted mid-build: one line naming the path and the cause; nothing
+    looks complete (no manifest.json in the output, the partial folder keeps its .partial name)."""
+    import subprocess
+    import sys
+
+    from helpers import REPO, env
+
+    if case == "ENOSPC":
+        _tmpfs(small_disk, "48k")
+    elif case == "EROFS":
+        _tmpfs(small_disk, "1m", "ro")
+    else:
+        small_disk.mkdir()
+    out = small_disk / "ds"
+    cfg = tmp_path / "recipe.yaml"
+    import yaml
+
+    from findap_nemo.config import config_to_dict
+
+    r = config_to_dict(recipe(tiny_tokenizer_dir, corpus, out))
+    if case == "vanished":  # the build's folder is removed while the first source is being tokenized
+        r["sources"][0]["path"] = str(tmp_path / "slow.jsonl")
+        (tmp_path / "slow.jsonl").write_text("".join(json.dumps({"text": f"doc {i} " * 40}) + "\n"
+                                                     for i in range(20000)))
+    cfg.write_text(yaml.safe_dump(r))
+    proc = subprocess.Popen([sys.executable, "-m", "findap_nemo.cli", "data", "--config", str(cfg)], cwd=REPO,
+                            env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if case == "vanished":
+        import shutil
+        import time
+
+        partial = small_disk / "ds.partial" / "_tokenized"
+        while proc.poll() is None and not list(partial.glob("*.bin")):
+            time.sleep(0.05)
+        shutil.rmtree(small_disk / "ds.partial")
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 1, stderr[-3000:]
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    expect = {"ENOSPC": "no space left on the device", "EROFS": "read-only file system",
+              "vanished": "the folder vanished while writing"}[case]
+    assert lines[-1].startswith("findap-nemo data: cannot write the dataset to ") and expect in lines[-1] \
+        and f"({case if case != 'vanished' else 'ENOENT'})" in lines[-1], lines[-1]
+    assert str(small_disk) in lines[-1]
+    assert not (out / "manifest.json").exists()

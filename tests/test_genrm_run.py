@@ -208,3 +208,38 @@ def test_truncated_samples_can_be_left_out(tiny_hf_model_dir, tmp_path):
     assert all(s["fap"] is None for s in samples if s["fap_status"] == "truncated")
     assert summary["judged"] + summary["truncated_samples_skipped"] + summary["empty_samples"] == 2
     assert summary["scp_attempted"] == summary["judged"]  # demo: scp.apply_to=all, truncated ones excluded
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_run_writes_the_same_pairs(tiny_hf_model_dir, tmp_path):
+    """kill -9 after the first chunk, resume with other chunk boundaries: pairs.jsonl is byte-identical to an
+    uninterrupted run's (each prompt's samples depend only on the seed, its id and the sample index)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers import cli, env
+
+    common = ["--config", str(DEMO)] + _overrides(tiny_hf_model_dir, "X", limit=8, **{"sampling.max_new_tokens": 12})
+    full, split = tmp_path / "full", tmp_path / "split"
+    args = lambda out, chunk: [a.replace("output_dir=X", f"output_dir={out}") for a in common] + \
+        [f"chunk_prompts={chunk}"]  # noqa: E731
+    cli("genrm", *args(full, 4))
+    proc = subprocess.Popen([sys.executable, "-m", "findap_nemo.cli", "genrm", *args(split, 3)], cwd=REPO, env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    progress = split / "progress.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (progress.exists() and progress.read_text().count("\n") >= 3):
+        assert proc.poll() is None, "finished before it could be killed"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = progress.read_text().count("\n")
+    assert 3 <= done < 8 and not (split / "pairs.jsonl").exists()
+    cli("genrm", *args(split, 4))  # resumes: prompts 4.. in chunks of 4 (the uninterrupted run: 1-4, 5-8)
+    a, b = (full / "pairs.jsonl").read_bytes(), (split / "pairs.jsonl").read_bytes()
+    assert a and a == b
+    samples = lambda d: {r["prompt_id"]: [s["text"] for s in r["samples"]] for r in _lines(d / "progress.jsonl")}  # noqa: E731
+    assert samples(full) == samples(split)

@@ -251,3 +251,28 @@ def test_scancel_is_not_undone_by_requeue(slurm_cluster, tmp_path):  # noqa: F81
     time.sleep(2)  # a requeue would show up as PENDING again
     (info,) = slurm_cluster.jobs(job_id)
     assert info["JobState"] == "CANCELLED" and info["Restarts"] == "0", info
+
+
+def test_preempted_training_exits_75_to_the_caller_without_traceback(slurm_cluster, tmp_path):  # noqa: F811
+    """With requeues used up (max_restarts=0) the batch script itself ends with the training's exit 75, after one
+    clear line and no traceback, so an outer requeue wrapper can key on it."""
+    run_dir = tmp_path / "preempt"
+    ckpt = run_dir / "ckpt"
+    command = (f"{sys.executable} -m findap_nemo.cli train --config configs/train/tiny_cpu.yaml "
+               f"train.train_iters=2000 train.eval_interval=null checkpoint.save_interval=null "
+               f"checkpoint.save={ckpt} logging.progress_bar=false logging.tensorboard_dir=null")
+    cfg = write_config(tmp_path / "preempt.yaml", run_dir, job={"name": "preempt", "command": command},
+                       resume={"max_restarts": 0})
+    slurm_cli(slurm_cluster, "submit", "--config", str(cfg))
+    (job_id,) = submitted(run_dir).values()
+    deadline = time.time() + 180
+    while not ((ckpt / "metrics.jsonl").is_file() and len(metrics(ckpt / "metrics.jsonl")) >= 3):
+        assert time.time() < deadline, log_text(run_dir, "*.out")[-4000:]
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], env=slurm_cluster.env(), check=True)
+    (info,) = slurm_cluster.wait(job_id, timeout=180)[job_id]
+    log = log_text(run_dir, "*.out") + log_text(run_dir, "*.err")
+    assert info["ExitCode"].split(":")[0] == "75" and info["Restarts"] == "0", (info, log[-4000:])
+    assert "job step exited with 75" in log and "Traceback" not in log, log[-4000:]
+    assert "checkpointed at iteration" in log and "exiting with 75" in log
+    assert int((ckpt / "latest_checkpointed_iteration.txt").read_text()) == len(metrics(ckpt / "metrics.jsonl"))

@@ -209,6 +209,24 @@ def _tokenize_source(src, recipe, dec, encoder, work: Path, stats: dict, log) ->
     return out
 
 
+def _check_not_empty(recipe, sources: dict, stats: dict, log) -> None:
+    """Warn about sources that gave no documents; refuse a blend in which a whole kind (cpt or it) is empty."""
+    from findap_nemo.data.sources import DataError
+
+    for src in recipe.sources:
+        st = stats[src.name]
+        if sources[src.name].n_docs == 0:
+            why = "no records (empty file?)" if st["read"] == 0 else \
+                f"{st['read']} records read, none kept (skipped: {st['skipped_bad'] or 'none'}, dropped: " \
+                f"{st['dropped'] or 'none'}, decontaminated: {st['decontaminated']})"
+            log(f"[data] WARNING: source '{src.name}' ({src.path or src.hf_dataset}) gave no documents: {why}")
+    for kind in ("cpt", "it"):
+        names = [src.name for src in recipe.sources if src.kind == kind]
+        if names and all(sources[n].n_docs == 0 for n in names):
+            raise DataError(f"every {kind.upper()} source is empty ({', '.join(names)}): the blend would have no "
+                            f"{kind.upper()} data; fix the sources or remove them from the recipe")
+
+
 def _pack(lengths: list[int], capacity: int) -> list[list[int]]:
     """Next-fit packing in the given (shuffled) order: documents never cross a pack boundary."""
     packs: list[list[int]] = []
@@ -258,6 +276,18 @@ def build(recipe: DataRecipe, *, log=print) -> Path:
     if (out / "manifest.json").is_file() and not recipe.overwrite:
         raise FileExistsError(f"{out} already holds a complete dataset; set overwrite=true to rebuild it")
     tmp = out.with_name(f"{out.name}.partial")
+    try:
+        return _build_in(recipe, out, tmp, t0, log)
+    except OSError as err:
+        from findap_nemo.storage import describe
+
+        failure = describe(err, tmp, "the dataset")
+        if failure is None:
+            raise
+        raise failure from err  # the folder stays <out>.partial: never taken for a finished dataset
+
+
+def _build_in(recipe: DataRecipe, out: Path, tmp: Path, t0: float, log) -> Path:
     work = tmp / "_tokenized"
     work.mkdir(parents=True, exist_ok=True)
     lock = open(tmp / ".lock", "w")
@@ -314,6 +344,7 @@ def _build_locked(recipe: DataRecipe, out: Path, tmp: Path, work: Path, t0: floa
         finally:
             encoder.close()
     sources = {src.name: sources[src.name] for src in recipe.sources}
+    _check_not_empty(recipe, sources, stats, log)
     tok_seconds = time.time() - t_tok
     fresh = {src.name for src, _ in todo}
     total_tokens = sum(st["raw_tokens"] for name, st in stats.items() if name in fresh)

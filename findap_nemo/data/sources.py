@@ -65,6 +65,8 @@ def _raw_rows(src: SourceConfig, bad: Counter, skip_bad: bool) -> Iterator[tuple
                     yield where, DataError(f"{where}: not valid UTF-8 ({err.reason} at byte {err.start}); "
                                            f"re-encode the file as UTF-8")
                     continue
+                if lineno == 1 and line.startswith("\ufeff"):  # a UTF-8 byte order mark (Windows editors write one)
+                    line = line[1:]
                 if not line.strip():
                     yield where, _Empty(f"{where}: blank line", reason="blank line")
                     continue

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from findap_nemo.launch import add_launch_arguments, maybe_relaunch
+from findap_nemo.launch import add_launch_arguments, maybe_relaunch, will_launch
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,6 +68,8 @@ def run(args) -> int:
 
         print(yaml.safe_dump(config_to_dict(load_config(DPOJobConfig, args.config, args.overrides)), sort_keys=False))
         return 0
+    # Validated here, before any rank starts: every problem once, not once per rank.
+    cfg = load_config(DPOJobConfig, args.config, args.overrides, world_size=will_launch(args))
     code = maybe_relaunch(args, args.argv)
     if code is not None:
         return code
@@ -79,7 +81,6 @@ def run(args) -> int:
     from findap_nemo.tokenizer import load_tokenizer, pad_token_id
     from findap_nemo.train.trainer import Interrupted
 
-    cfg = load_config(DPOJobConfig, args.config, args.overrides)
     tokenizer = load_tokenizer(cfg.model.tokenizer)
     check_tokenizer(cfg, tokenizer)
     init_distributed(cfg.parallel, cfg.train.seed)

@@ -83,12 +83,15 @@ class HFEngine(_ContextFit):
         return left_pad(seqs, self.pad_id, self.device)
 
     def generate(self, prompts: list[list[int]], *, n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
-                 max_new_tokens: int = 256, seed: int = 0) -> list[list[Completion]]:
-        """``n`` completions per prompt; greedy when temperature is 0. Deterministic for a given seed and batch."""
+                 max_new_tokens: int = 256, seed: int = 0, seeds: Optional[list[int]] = None) -> list[list[Completion]]:
+        """``n`` completions per prompt; greedy when temperature is 0. Deterministic for a given seed and batch.
+
+        With ``seeds`` (one per prompt) each prompt is sampled in a call of its own, seeded with its seed: its
+        completions then depend only on the prompt and that seed, not on which prompts share the call."""
         import torch
 
         torch.manual_seed(seed)
-        per_call = max(1, self.batch_size // n)
+        per_call = 1 if seeds is not None else max(1, self.batch_size // n)
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         out: list[list[Completion]] = [[] for _ in prompts]
         sample = temperature > 0
@@ -96,6 +99,8 @@ class HFEngine(_ContextFit):
             dict(do_sample=False, temperature=None, top_p=None, top_k=None)
         for start in range(0, len(order), per_call):
             idx = order[start:start + per_call]
+            if seeds is not None:
+                torch.manual_seed(seeds[idx[0]])
             ids, mask, _ = self._left_pad([self._fit(prompts[i], max_new_tokens) for i in idx])
             with torch.inference_mode():
                 gen = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
@@ -110,14 +115,21 @@ class HFEngine(_ContextFit):
                                              cut is not None))
         return out
 
-    def next_token_logprobs(self, prompts: list[list[int]], token_ids: list[int]) -> list[list[float]]:
-        """log p(token | prompt) for each of ``token_ids``, from one forward pass (last position's logits only)."""
+    def next_token_logprobs(self, prompts: list[list[int]], token_ids: list[int],
+                            groups: Optional[list] = None) -> list[list[float]]:
+        """log p(token | prompt) for each of ``token_ids``, from one forward pass (last position's logits only).
+
+        Batches never mix ``groups``: padded batches change the last bits of the scores, so with one group per
+        GenRM prompt a prompt's scores do not depend on which other prompts were judged with it."""
         import torch
 
-        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        groups = groups if groups is not None else [0] * len(prompts)
+        batches = []
+        for g in dict.fromkeys(groups):
+            order = sorted((i for i in range(len(prompts)) if groups[i] == g), key=lambda i: -len(prompts[i]))
+            batches += [order[k:k + self.batch_size] for k in range(0, len(order), self.batch_size)]
         out: list[list[float]] = [[] for _ in prompts]
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
+        for idx in batches:
             ids, mask, pos = self._left_pad([self._fit(prompts[i], 1) for i in idx])
             with torch.inference_mode():
                 try:  # last position only: B x 1 x vocab, not B x T x vocab
@@ -161,18 +173,22 @@ class VLLMEngine(_ContextFit):
         self.truncated_prompts = 0
 
     def generate(self, prompts: list[list[int]], *, n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
-                 max_new_tokens: int = 256, seed: int = 0) -> list[list[Completion]]:
+                 max_new_tokens: int = 256, seed: int = 0, seeds: Optional[list[int]] = None) -> list[list[Completion]]:
         from vllm import SamplingParams
 
-        params = SamplingParams(n=n, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
-                                max_tokens=max_new_tokens, stop_token_ids=self.stop_ids, seed=seed,
-                                skip_special_tokens=True)
+        def params_for(s: int):
+            return SamplingParams(n=n, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
+                                  max_tokens=max_new_tokens, stop_token_ids=self.stop_ids, seed=s,
+                                  skip_special_tokens=True)
+
+        params = [params_for(s) for s in seeds] if seeds is not None else params_for(seed)
         inputs = [{"prompt_token_ids": self._fit(p, max_new_tokens)} for p in prompts]
         outs = self.llm.generate(inputs, params, use_tqdm=False)
         return [[Completion(c.text, len([t for t in c.token_ids if t not in self.stop_ids]),
                             c.finish_reason == "stop") for c in o.outputs] for o in outs]
 
-    def next_token_logprobs(self, prompts: list[list[int]], token_ids: list[int]) -> list[list[float]]:
+    def next_token_logprobs(self, prompts: list[list[int]], token_ids: list[int],
+                            groups: Optional[list] = None) -> list[list[float]]:
         """Each candidate token is appended to the prompt and its prompt logprob read back: exact values for
         every candidate, not only those in a top-k list (prefix caching makes the extra requests cheap)."""
         from vllm import SamplingParams
@@ -240,9 +256,10 @@ class OpenAIServerEngine(_ContextFit):
             return list(pool.map(self._post, bodies))
 
     def generate(self, prompts: list[list[int]], *, n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
-                 max_new_tokens: int = 256, seed: int = 0) -> list[list[Completion]]:
+                 max_new_tokens: int = 256, seed: int = 0, seeds: Optional[list[int]] = None) -> list[list[Completion]]:
+        seeds = seeds if seeds is not None else [seed + i for i in range(len(prompts))]
         bodies = [{"model": self.model, "prompt": self._fit(p, max_new_tokens), "n": n, "temperature": temperature,
-                   "top_p": top_p if temperature > 0 else 1.0, "max_tokens": max_new_tokens, "seed": seed + i,
+                   "top_p": top_p if temperature > 0 else 1.0, "max_tokens": max_new_tokens, "seed": seeds[i],
                    "stop_token_ids": self.stop_ids, "skip_special_tokens": True} for i, p in enumerate(prompts)]
         out = []
         for resp in self._map(bodies):
@@ -252,7 +269,8 @@ class OpenAIServerEngine(_ContextFit):
                                    c.get("finish_reason") == "stop") for c in choices])
         return out
 
-    def next_token_logprobs(self, prompts: list[list[int]], token_ids: list[int]) -> list[list[float]]:
+    def next_token_logprobs(self, prompts: list[list[int]], token_ids: list[int],
+                            groups: Optional[list] = None) -> list[list[float]]:
         bodies, where = [], []
         for p in prompts:
             fitted = self._fit(p, 2)

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import time
-import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -37,6 +36,14 @@ def fingerprint(cfg: GenRMConfig, templates: Templates) -> dict:
     keep["templates"] = {name: hashlib.sha256(getattr(templates, name).encode()).hexdigest()[:16]
                          for name in ("solve", "fap", "scp")}
     return keep
+
+
+def sample_seed(seed: int, prompt_id: str, purpose: str, index: int = 0) -> int:
+    """The sampling seed of one prompt's generation (``purpose``: solve, critique, continuation; ``index``: which
+    sample it belongs to). A function of these values only, so a resumed run, whatever its chunks, samples exactly
+    what an uninterrupted run samples."""
+    digest = hashlib.sha256(f"{seed}\0{prompt_id}\0{purpose}\0{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def load_progress(path: Path) -> tuple[dict[str, dict], int]:
@@ -195,12 +202,12 @@ class GenRMRun:
         cfg = self.cfg
         self._engines()
         ptok, jtok = self.policy.tokenizer, self.judge.tokenizer
-        seed = cfg.sampling.seed * 1_000_003 + zlib.crc32("\n".join(p.id for p in chunk).encode())
         messages = [self.templates.policy_messages(p, cfg.system_prompt) for p in chunk]
         policy_ids = [encode_chat(ptok, m) for m in messages]
         s = cfg.sampling
         gens = self.policy.generate(policy_ids, n=s.num_samples, temperature=s.temperature, top_p=s.top_p,
-                                    max_new_tokens=s.max_new_tokens, seed=seed)
+                                    max_new_tokens=s.max_new_tokens,
+                                    seeds=[sample_seed(s.seed, p.id, "solve") for p in chunk])
         records = []
         for p, msgs, outs in zip(chunk, messages, gens):
             samples = [{"text": g.text, "num_tokens": g.num_tokens, "finished": g.finished,
@@ -217,8 +224,12 @@ class GenRMRun:
                     if smp["fap_status"] == "pending":
                         smp["fap_status"] = "not_judged"
         if cfg.scp.enabled:
-            self._scp(chunk, records, policy_ids, jtok, seed)
+            self._scp(chunk, records, policy_ids, jtok)
         return records
+
+    def _logprobs(self, inputs, cand, groups):
+        """The judge's scores, batched within a prompt only, so a resumed run scores exactly as an uninterrupted one."""
+        return self.judge.next_token_logprobs(inputs, cand, groups=groups)
 
     def _sample_status(self, g) -> str:
         """Samples that are not judged: "empty" (stopped at once), "truncated" (cut, when not kept)."""
@@ -229,11 +240,12 @@ class GenRMRun:
         return "pending"
 
     def _fap(self, chunk, records, jtok) -> None:
-        todo, inputs = [], []
+        todo, inputs, groups = [], [], []
         for p, rec in zip(chunk, records):
             for i, smp in enumerate(rec["samples"]):
                 if smp["fap_status"] != "pending":
                     continue
+                groups.append(p.id)
                 text = self.templates.fill(self.templates.fap, p.question, format_steps(split_steps(smp["text"])),
                                            p.reference)
                 todo.append(smp)
@@ -241,12 +253,12 @@ class GenRMRun:
         if not inputs:
             return
         cand = self.yes_ids + self.no_ids
-        for smp, lps in zip(todo, self.judge.next_token_logprobs(inputs, cand)):
+        for smp, lps in zip(todo, self._logprobs(inputs, cand, groups)):
             score, mass = fap_score(lps, len(self.yes_ids), self.cfg.fap.min_yes_no_mass)
             smp["fap"], smp["yes_no_mass"] = score, mass
             smp["fap_status"] = "ok" if score is not None else "unparsable"
 
-    def _scp(self, chunk, records, policy_ids, jtok, seed) -> None:
+    def _scp(self, chunk, records, policy_ids, jtok) -> None:
         c = self.cfg.scp
         targets, inputs = [], []
         for k, (p, rec) in enumerate(zip(chunk, records)):
@@ -262,9 +274,11 @@ class GenRMRun:
                 inputs.append(encode_chat(jtok, [{"role": "user", "content": text}]))
         if not inputs:
             return
+        base = self.cfg.sampling.seed
         critiques = self.judge.generate(inputs, n=1, temperature=c.temperature, top_p=1.0,
-                                        max_new_tokens=c.max_new_tokens, seed=seed + 1)
-        conts, cont_inputs, cont_owner = [], [], []
+                                        max_new_tokens=c.max_new_tokens,
+                                        seeds=[sample_seed(base, chunk[k].id, "critique", i) for k, i, _ in targets])
+        conts, cont_inputs, cont_owner, cont_seeds = [], [], [], []
         ptok = self.policy.tokenizer
         for (k, i, steps), [crit] in zip(targets, critiques):
             self.gen_tokens += crit.num_tokens
@@ -278,12 +292,13 @@ class GenRMRun:
             entry.update(step=parsed.step, correction=parsed.correction, prefix=prefix)
             conts.append(entry)
             cont_owner.append(k)
+            cont_seeds.append(sample_seed(base, chunk[k].id, "continuation", i))
             cont_inputs.append(policy_ids[k] + ptok.encode(prefix, add_special_tokens=False))
         if not cont_inputs:
             return
         s = self.cfg.sampling
         outs = self.policy.generate(cont_inputs, n=1, temperature=s.temperature, top_p=s.top_p,
-                                    max_new_tokens=s.max_new_tokens, seed=seed + 2)
+                                    max_new_tokens=s.max_new_tokens, seeds=cont_seeds)
         for entry, [g] in zip(conts, outs):
             self.gen_tokens += g.num_tokens
             entry["chosen"] = entry["prefix"] + g.text
@@ -296,7 +311,7 @@ class GenRMRun:
         inputs = [encode_chat(jtok, [{"role": "user", "content": self.templates.fill(
             self.templates.fap, chunk[k].question, format_steps(split_steps(e["chosen"])), chunk[k].reference)}])
             for e, k in zip(conts, owner)]
-        for e, lps in zip(conts, self.judge.next_token_logprobs(inputs, self.yes_ids + self.no_ids)):
+        for e, lps in zip(conts, self._logprobs(inputs, self.yes_ids + self.no_ids, [chunk[k].id for k in owner])):
             e["chosen_fap"], _ = fap_score(lps, len(self.yes_ids), self.cfg.fap.min_yes_no_mass)
 
 

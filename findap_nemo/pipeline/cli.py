@@ -7,7 +7,10 @@
 Stages, each a `findap-nemo <stage>` subprocess writing into <run_dir>/<stage>/:
 base model (HF) -> base model (megatron) -> data (CPT+IT blend) -> train (joint CPT+IT) -> export CPT+IT to HF ->
 GenRM preference pairs -> DPO -> export DPO to HF -> FinEval of base, CPT+IT and DPO -> report (markdown + HTML).
-Finished stages are recorded in <run_dir>/stages/ and skipped on a rerun; a failed stage says why and how to resume.
+Finished stages are recorded in <run_dir>/stages/ and skipped on a rerun only while their fingerprint holds: the
+command, the contents of the stage's YAML and the files it names, and the runs of the earlier stages whose outputs it
+reads. Each stage that runs says why. A failed stage says why and how to resume; SIGTERM/SIGUSR1 reach the running
+stage, which checkpoints, and the pipeline exits 75.
 On a cluster, `findap-nemo slurm pipeline` submits the same stages as chained SLURM jobs.
 """
 
@@ -56,7 +59,7 @@ def run(args) -> int:
         records = runner.run(stages)
     except StageFailed as err:
         print(f"\nfindap-nemo run: {err}", file=sys.stderr)
-        return 1
+        return err.code
     md, html = write_report(cfg, records)
     print(f"report: {md} and {html}", flush=True)
     return 0

@@ -1,14 +1,24 @@
 """Run a list of stages as subprocesses, each recorded in the run directory so a rerun skips finished work.
 
 Every stage writes ``<run_dir>/stages/<name>.json`` when (and only when) it finished: the command, its fingerprint,
-start/end times and the outputs it promised. A rerun skips a stage whose record exists, whose outputs still exist and
-whose command is unchanged; anything else (and ``--force``) runs it again. A failing stage stops the pipeline with a
-message naming the stage, its exit code, its log, and how to resume.
+start/end times and the outputs it promised. The fingerprint has three parts, and a rerun skips a stage only when all
+three are unchanged and its outputs still exist unmodified:
+
+* ``command``: the stage's command line;
+* ``inputs``: every file or folder the command names that no stage produces (its YAML config by content, plus the
+  paths that YAML names, e.g. data sources, prompt templates, eval sets; a tokenizer or base model folder);
+* ``upstream``: for every earlier stage whose outputs the command names, that stage's run and its outputs' state,
+  so re-running ``train`` (``--force-stage train``) reruns export, GenRM, DPO and eval after it.
+
+Each stage that runs is reported with the reason (``--force``, config changed, upstream reran, ...). Stages run as
+supervised subprocesses (:mod:`findap_nemo.supervise`): signals to ``findap-nemo run`` reach the running stage, and
+it dies with the runner. A stage that checkpoints after a signal (exit 75) stops the pipeline with exit 75; a
+failing stage stops it with a message naming the stage, its exit code, its log, and how to resume.
 """
 
 from __future__ import annotations
 
-import hashlib
+import glob
 import json
 import os
 import subprocess
@@ -18,9 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import yaml
+
+from findap_nemo.fingerprint import fingerprint_files, fingerprint_json
+from findap_nemo.runtime import EXIT_REQUEUE
+from findap_nemo.supervise import Supervisor, exit_status
+
 
 class StageFailed(RuntimeError):
-    pass
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass
@@ -32,8 +50,64 @@ class Stage:
     env: dict = field(default_factory=dict)
 
 
-def _fingerprint(cmd: list[str]) -> str:
-    return hashlib.sha256("\0".join(cmd).encode()).hexdigest()[:16]
+def _roots(stage: Stage) -> list[Path]:
+    """The folders a stage writes: each output folder, or the folder of each output file."""
+    return [Path(p) if Path(p).is_dir() else Path(p).parent for p in stage.outputs()]
+
+
+def _mentions(arg: str, root: Path) -> bool:
+    """``arg`` names ``root`` or a path below it (``x=<root>/...`` included)."""
+    r = str(root)
+    i = arg.find(r)
+    while i >= 0:
+        before = arg[i - 1] if i else "="
+        after = arg[i + len(r)] if i + len(r) < len(arg) else "/"
+        if before in "=:, " and after in "/,:":
+            return True
+        i = arg.find(r, i + 1)
+    return False
+
+
+def _under(path: str, root: Path) -> bool:
+    a, r = Path(os.path.abspath(path)), Path(os.path.abspath(root))
+    return a == r or r in a.parents
+
+
+def _paths_in(arg: str) -> list[str]:
+    """Existing paths named by a command argument (``key=value`` looks at the value; globs are expanded)."""
+    value = arg.split("=", 1)[1] if "=" in arg and not arg.startswith("-") else arg
+    if not value or value.startswith("-") or len(value) > 4096 or not ("/" in value or "." in value):
+        return []
+    if any(c in value for c in "*?["):
+        return sorted(glob.glob(value))
+    return [value] if os.path.exists(value) else []
+
+
+def _yaml_paths(path: str) -> list[str]:
+    """Paths named by the string values of a YAML config (data sources, prompt files, eval sets ...)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return []
+    out: list[str] = []
+
+    def walk(v):
+        if isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+        elif isinstance(v, str) and ("/" in v or v.endswith((".yaml", ".yml", ".jsonl", ".json", ".txt"))):
+            out.extend(_paths_in(v))
+
+    walk(data)
+    return out
+
+
+def _config_files(cmd: list[str]) -> list[str]:
+    return [cmd[i + 1] for i, a in enumerate(cmd[:-1]) if a == "--config"] + \
+        [a.split("=", 1)[1] for a in cmd if a.startswith("--config=")]
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -58,29 +132,89 @@ class Runner:
     def log_path(self, name: str) -> Path:
         return self.run_dir / "logs" / f"{name}.log"
 
-    def is_done(self, stage: Stage, cmd: list[str]) -> bool:
-        path = self.record_path(stage.name)
-        if self.force or stage.name in self.force_stages or not path.is_file():
-            return False
-        rec = json.loads(path.read_text())
-        return rec.get("fingerprint") == _fingerprint(cmd) and all(Path(p).exists() for p in rec.get("outputs", []))
+    def fingerprint(self, stage: Stage, cmd: list[str], earlier: list[Stage]) -> dict:
+        """The three parts of a stage's fingerprint (see the module docstring)."""
+        own = _roots(stage)
+        upstream, inputs = {}, {}
+        args = cmd[1:]  # not the interpreter
+        for up in earlier:
+            roots = _roots(up)
+            if any(_mentions(a, r) for a in args for r in roots):
+                rec = self._record(up.name) or {}
+                upstream[up.name] = fingerprint_json([rec.get("fingerprint"), rec.get("started"),
+                                                      fingerprint_files(up.outputs())])
+        produced = [r for up in earlier for r in _roots(up)] + own
+        named = [p for a in args for p in _paths_in(a)]
+        for cfg in _config_files(cmd):
+            named += _yaml_paths(cfg)
+        for p in dict.fromkeys(named):
+            if p == sys.executable or any(_under(p, r) for r in produced):
+                continue
+            inputs[p] = fingerprint_files([p])
+        return {"command": fingerprint_json(cmd), "inputs": inputs, "upstream": upstream}
+
+    def _record(self, name: str) -> dict | None:
+        path = self.record_path(name)
+        try:
+            return json.loads(path.read_text()) if path.is_file() else None
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def why_run(self, stage: Stage, cmd: list[str], parts: dict) -> str | None:
+        """None when the stage's record is fresh; else the reason it runs."""
+        if self.force:
+            return "--force"
+        if stage.name in self.force_stages:
+            return f"--force-stage {stage.name}"
+        rec = self._record(stage.name)
+        if rec is None:
+            return "not run before" if not self.record_path(stage.name).exists() else "its record is unreadable"
+        old = rec.get("parts")
+        if not isinstance(old, dict):
+            return "recorded by an older version (no input fingerprints)"
+        if old.get("command") != parts["command"]:
+            return "its command changed"
+        changed = [p for p in sorted(set(old.get("inputs", {})) | set(parts["inputs"]))
+                   if old.get("inputs", {}).get(p) != parts["inputs"].get(p)]
+        if changed:
+            return "input changed: " + ", ".join(changed[:4]) + (" ..." if len(changed) > 4 else "")
+        ups = [u for u in sorted(set(old.get("upstream", {})) | set(parts["upstream"]))
+               if old.get("upstream", {}).get(u) != parts["upstream"].get(u)]
+        if ups:
+            return "upstream stage reran or changed: " + ", ".join(ups)
+        missing = [p for p in rec.get("outputs", []) if not Path(p).exists()]
+        if missing:
+            return f"output missing: {missing[0]}"
+        if rec.get("outputs_fingerprint") != fingerprint_files(rec.get("outputs", [])):
+            return "its outputs were modified after it finished"
+        return None
+
+    def is_done(self, stage: Stage, cmd: list[str], earlier: list[Stage] = ()) -> bool:
+        return self.why_run(stage, cmd, self.fingerprint(stage, cmd, list(earlier))) is None
 
     def run(self, stages: list[Stage]) -> dict[str, dict]:
         total = len(stages)
         for i, stage in enumerate(stages, 1):
             cmd = stage.command()
             head = f"[{i}/{total}] {stage.title}"
-            if self.is_done(stage, cmd):
-                rec = json.loads(self.record_path(stage.name).read_text())
+            parts = self.fingerprint(stage, cmd, stages[:i - 1])
+            why = self.why_run(stage, cmd, parts)
+            if why is None:
+                rec = self._record(stage.name)
                 rec["skipped"] = True
                 self.records[stage.name] = rec
-                print(f"{head}: done earlier ({rec['seconds']:.1f}s), skipped", flush=True)
+                print(f"{head}: done earlier ({rec['seconds']:.1f}s), inputs unchanged, skipped", flush=True)
                 continue
-            print(f"{head}: running ... (log: {self.log_path(stage.name)})", flush=True)
+            print(f"{head}: running ({why}) ... (log: {self.log_path(stage.name)})", flush=True)
             self.record_path(stage.name).unlink(missing_ok=True)
             t0 = time.time()
-            code = self._execute(cmd, stage)
+            code, signals = self._execute(cmd, stage)
             seconds = time.time() - t0
+            if code == EXIT_REQUEUE or (signals and code != 0):
+                raise StageFailed(
+                    f"stage '{stage.name}' stopped after a signal (exit {code}); its checkpoints are kept. Rerun "
+                    f"{self.resume_hint or 'the same command'} to resume at '{stage.name}'.",
+                    code=EXIT_REQUEUE if code == EXIT_REQUEUE else code)
             if code != 0:
                 tail = "".join(self.log_path(stage.name).read_text(errors="replace").splitlines(True)[-25:])
                 raise StageFailed(
@@ -92,32 +226,37 @@ class Runner:
             if missing:
                 raise StageFailed(f"stage '{stage.name}' exited 0 but did not produce {missing}; see "
                                   f"{self.log_path(stage.name)}")
-            rec = {"stage": stage.name, "title": stage.title, "command": cmd, "fingerprint": _fingerprint(cmd),
-                   "started": t0, "seconds": seconds, "outputs": [str(p) for p in stage.outputs()],
-                   "skipped": False}
+            outputs = [str(p) for p in stage.outputs()]
+            rec = {"stage": stage.name, "title": stage.title, "command": cmd, "fingerprint": fingerprint_json(parts),
+                   "parts": parts, "started": t0, "seconds": seconds, "outputs": outputs,
+                   "outputs_fingerprint": fingerprint_files(outputs), "skipped": False, "reason": why}
             _write_json(self.record_path(stage.name), rec)
             self.records[stage.name] = rec
             print(f"{head}: done in {seconds:.1f}s", flush=True)
+            if signals:
+                raise StageFailed(f"stage '{stage.name}' finished, then the pipeline stopped after a signal; rerun "
+                                  f"{self.resume_hint or 'the same command'} to continue after it.", code=EXIT_REQUEUE)
         return self.records
 
-    def _execute(self, cmd: list[str], stage: Stage) -> int:
-        """Run with output teed to the stage log; progress lines stay visible on the console."""
+    def _execute(self, cmd: list[str], stage: Stage) -> tuple[int, list[int]]:
+        """Run supervised, with output teed to the stage log; progress lines stay visible on the console.
+        Returns the exit status and the signals forwarded to the stage."""
         self.log_path(stage.name).parent.mkdir(parents=True, exist_ok=True)
+        # No OMP_NUM_THREADS here: single-process stages use every core; multi-rank launchers share them out.
         env = dict(os.environ, PYTHONUNBUFFERED="1", **stage.env)
-        env.setdefault("OMP_NUM_THREADS", "1")
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
-        with open(self.log_path(stage.name), "w", encoding="utf-8") as log:
+        with open(self.log_path(stage.name), "w", encoding="utf-8") as log, Supervisor("findap-nemo run") as sup:
             log.write("$ " + " ".join(cmd) + "\n")
             log.flush()
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
-                                    bufsize=1, errors="replace")
+            proc = sup.start(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True, bufsize=1,
+                             errors="replace")
             assert proc.stdout is not None
             for line in proc.stdout:
                 log.write(line)
                 if _is_progress(line):
                     sys.stdout.write("      " + line.strip().split("\r")[-1][:160] + "\n")
                     sys.stdout.flush()
-            return proc.wait()
+            return exit_status(proc.wait()), list(sup.signals)
 
 
 def _is_progress(line: str) -> bool:

@@ -178,7 +178,8 @@ def write_report(cfg: PipelineConfig, records: dict[str, dict]):
     rows = []
     for name, rec in records.items():
         rows.append({"stage": name, "title": rec.get("title"), "seconds": rec.get("seconds"),
-                     "this run": "skipped (done earlier)" if rec.get("skipped") else "ran"})
+                     "this run": "skipped (done earlier, inputs unchanged)" if rec.get("skipped")
+                     else f"ran ({rec.get('reason') or 'not run before'})"})
     rep.text(md_table(rows))
     thr = []
     if train_rows:

@@ -12,6 +12,8 @@ global name and shape (megatron ShardedTensors) so a checkpoint written at one T
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 import shutil
@@ -147,24 +149,35 @@ def save_checkpoint(root: str | os.PathLike, iteration: int, model_chunks, optim
     if torch.distributed.is_initialized():
         torch.distributed.broadcast_object_list(stamp, src=0)
     tmp = root / f"{final.name}.tmp-{stamp[0]}"
-    if rank0:
-        tmp.mkdir(parents=True, exist_ok=True)
-    _barrier()
-    sd = _sharded_state_dict(model_chunks, optimizer, is_loading=False, with_rng=True)
-    sd["iteration"] = iteration
-    sd["layout"] = _layout()  # [PP, TP, DP]: per-rank RNG state is restored only into the same layout
-    if scheduler is not None:
-        sd["scheduler"] = scheduler.state_dict()
-    sd["extra"] = extra or {}
-    dist_checkpointing.save(sd, str(tmp))
-    _barrier()
-    if rank0:
-        if final.exists():  # re-saving the same iteration (e.g. signal right after a periodic save)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        tracker_tmp = root / (TRACKER + ".tmp")
-        tracker_tmp.write_text(str(iteration))
-        os.replace(tracker_tmp, root / TRACKER)
+    held: list[logging.LogRecord] = []
+    try:
+        if rank0:
+            tmp.mkdir(parents=True, exist_ok=True)
+        _barrier()
+        sd = _sharded_state_dict(model_chunks, optimizer, is_loading=False, with_rng=True)
+        sd["iteration"] = iteration
+        sd["layout"] = _layout()  # [PP, TP, DP]: per-rank RNG state is restored only into the same layout
+        if scheduler is not None:
+            sd["scheduler"] = scheduler.state_dict()
+        sd["extra"] = extra or {}
+        with _held_writer_errors(held):
+            dist_checkpointing.save(sd, str(tmp))
+        _barrier()
+        if rank0:
+            if final.exists():  # re-saving the same iteration (e.g. signal right after a periodic save)
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            tracker_tmp = root / (TRACKER + ".tmp")
+            tracker_tmp.write_text(str(iteration))
+            os.replace(tracker_tmp, root / TRACKER)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as err:  # torch's CheckpointException derives from BaseException
+        failure = _save_failed(err, root, tmp, _state_bytes(sd) if "sd" in locals() else 0)
+        if failure is err:  # not a storage failure: what the writer logged helps
+            for record in held:
+                logging.getLogger(record.name).handle(record)
+        raise failure from err
         if keep_last:
             for old in list_checkpoints(root)[:-keep_last]:
                 shutil.rmtree(iter_dir(root, old), ignore_errors=True)
@@ -172,6 +185,55 @@ def save_checkpoint(root: str | os.PathLike, iteration: int, model_chunks, optim
             shutil.rmtree(stale, ignore_errors=True)
     _barrier()
     return final
+
+
+_WRITER_LOGGER = "megatron.core.dist_checkpointing.strategies.filesystem_async"
+
+
+@contextlib.contextmanager
+def _held_writer_errors(held: list):
+    """Hold back the checkpoint writer's own error log lines (a full disk reads ``unexpected pos 704 vs 598``)
+    until we know whether the failure is one :mod:`findap_nemo.storage` explains in one line."""
+    def keep(record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            held.append(record)
+            return False
+        return True
+
+    log = logging.getLogger(_WRITER_LOGGER)
+    log.addFilter(keep)
+    try:
+        yield
+    finally:
+        log.removeFilter(keep)
+
+
+def _state_bytes(sd: dict) -> int:
+    """Bytes of the tensors this rank writes (to tell a full disk from other write failures)."""
+    from megatron.core.dist_checkpointing.dict_utils import nested_values
+    from megatron.core.dist_checkpointing.mapping import ShardedTensor
+
+    return sum(v.data.nbytes for v in nested_values(sd)
+               if isinstance(v, ShardedTensor) and v.data is not None and v.replica_id in (0, (0, 0, 0)))
+
+
+def _save_failed(err: BaseException, root: Path, tmp: Path, needed: int) -> BaseException:
+    """One line for a save that the file system refused; the partial folder goes, the tracker stays untouched.
+    Measured before cleaning up, which frees the space the save lacked: torch's writer reports a full disk as
+    ``unexpected pos`` without an OSError."""
+    from findap_nemo.storage import describe
+
+    failure = describe(err, root, "the checkpoint", needed_bytes=needed)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        (root / (TRACKER + ".tmp")).unlink(missing_ok=True)
+    except OSError:
+        pass
+    if failure is None:
+        return err
+    latest = latest_checkpoint(root)
+    return type(failure)(f"{failure}; {'the latest checkpoint is still ' + str(latest) if latest else 'no checkpoint was saved'}",
+                         failure.errno)
 
 
 def _materialise_optimizer_states(optimizer) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from findap_nemo.launch import add_launch_arguments, maybe_relaunch
+from findap_nemo.launch import add_launch_arguments, maybe_relaunch, will_launch
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -65,17 +65,19 @@ def run(args) -> int:
         print(yaml.safe_dump(config_to_dict(load_config(TrainJobConfig, args.config, args.overrides)),
                              sort_keys=False))
         return 0
+    from findap_nemo.config import load_config, save_config
+    from findap_nemo.config.schema import TrainJobConfig
+
+    # Validated here, before any rank starts: every problem once, not once per rank.
+    cfg = load_config(TrainJobConfig, args.config, args.overrides, world_size=will_launch(args))
+    check_vocab(cfg)
     code = maybe_relaunch(args, args.argv)
     if code is not None:
         return code
-    from findap_nemo.config import load_config, save_config
-    from findap_nemo.config.schema import TrainJobConfig
     from findap_nemo.parallel import destroy_distributed, init_distributed, is_rank0
     from findap_nemo.train.gpt_step import make_gpt_forward_step
     from findap_nemo.train.trainer import Interrupted, Trainer
 
-    cfg = load_config(TrainJobConfig, args.config, args.overrides)
-    check_vocab(cfg)
     init_distributed(cfg.parallel, cfg.train.seed)
     try:
         if cfg.checkpoint.save and is_rank0():

@@ -46,18 +46,48 @@ def default_collate(items: list[dict]) -> dict:
     return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
 
 
+def truncate_metrics(path: Path, iteration: int) -> int:
+    """Keep the rows of ``path`` up to ``iteration`` (atomically: temp file, then rename); returns rows dropped."""
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                row_iter = json.loads(line).get("iteration", 0)
+            except json.JSONDecodeError:  # a row cut short by a kill
+                dropped += 1
+                continue
+            if row_iter <= iteration:
+                kept.append(line if line.endswith("\n") else line + "\n")
+            else:
+                dropped += 1
+    if dropped:
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)
+        print(f"[metrics] {path}: dropped {dropped} row(s) after iteration {iteration} (written by a run that "
+              f"stopped before checkpointing them)", flush=True)
+    return dropped
+
+
 class _SignalFlag:
     """SIGUSR1/SIGTERM set a flag; the loop checks it at step boundaries (all ranks agree via all-reduce)."""
 
     def __init__(self, enabled: bool):
-        self.hit = False
+        from findap_nemo.supervise import preemption_requested
+
+        self.hit = enabled and preemption_requested()  # a signal that arrived while the job was starting
         self._previous = {}
-        if enabled:
-            for sig in (signal.SIGUSR1, signal.SIGTERM):
-                try:
-                    self._previous[sig] = signal.signal(sig, self._handle)
-                except ValueError:  # not the main thread
-                    pass
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle if enabled else signal.SIG_DFL)
+            except ValueError:  # not the main thread
+                pass
+        if not enabled and preemption_requested():  # no checkpoint wanted: the noted signal ends the process
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def _handle(self, signum, _frame) -> None:
         self.hit = True
@@ -266,24 +296,33 @@ class Trainer:
         return {f"valid/{k}": sum(v) / len(v) for k, v in totals.items()}
 
     # ------------------------------------------------------------------ logging
+    def _metrics_path(self) -> Path | None:
+        path = self.cfg.logging.metrics_file or (Path(self.cfg.checkpoint.save) / "metrics.jsonl"
+                                                 if self.cfg.checkpoint.save else None)
+        return Path(path) if path else None
+
+    def _open_logs(self) -> None:
+        """Open metrics.jsonl and TensorBoard at the current iteration: rows and scalars a killed run wrote after
+        the checkpoint we resumed from are dropped, so the logs equal an uninterrupted run's (rank 0 only)."""
+        path = self._metrics_path()
+        if path:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            truncate_metrics(path, self.iteration)
+            self._metrics_fp = open(path, "a", encoding="utf-8")
+        tb_dir = self.cfg.logging.tensorboard_dir or (str(Path(self.cfg.checkpoint.save) / "tensorboard")
+                                                      if self.cfg.checkpoint.save else None)
+        if tb_dir:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                # purge_step hides events at or after it that an earlier (killed) writer left behind
+                self._writer = SummaryWriter(tb_dir, purge_step=self.iteration + 1 if self.iteration else None)
+            except ImportError:  # tensorboard is a dependency; tolerate minimal environments
+                self._writer = None
+
     def _log(self, metrics: dict[str, float]) -> None:
         if not is_rank0():
             return
-        if self._metrics_fp is None:
-            path = self.cfg.logging.metrics_file or (Path(self.cfg.checkpoint.save) / "metrics.jsonl"
-                                                     if self.cfg.checkpoint.save else None)
-            if path:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-                self._metrics_fp = open(path, "a", encoding="utf-8")
-            tb_dir = self.cfg.logging.tensorboard_dir or (str(Path(self.cfg.checkpoint.save) / "tensorboard")
-                                                          if self.cfg.checkpoint.save else None)
-            if tb_dir:
-                try:
-                    from torch.utils.tensorboard import SummaryWriter
-
-                    self._writer = SummaryWriter(tb_dir)
-                except ImportError:  # tensorboard is a dependency; tolerate minimal environments
-                    self._writer = None
         if self._metrics_fp:
             self._metrics_fp.write(json.dumps({"iteration": self.iteration, **metrics}) + "\n")
             self._metrics_fp.flush()
@@ -326,6 +365,8 @@ class Trainer:
         """Train to ``train.train_iters`` (or ``exit_interval``); returns the per-iteration metrics history."""
         cfg = self.cfg
         self.resume_or_init()
+        if is_rank0():
+            self._open_logs()
         for chunk in self.model:
             chunk.train()
         flag = _SignalFlag(cfg.checkpoint.save_on_signal)
