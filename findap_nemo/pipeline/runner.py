@@ -110,6 +110,15 @@ def _config_files(cmd: list[str]) -> list[str]:
         [a.split("=", 1)[1] for a in cmd if a.startswith("--config=")]
 
 
+def _children_cpu_seconds() -> float:
+    """User + system CPU time of every finished child process tree (a stage and the ranks it waited for): the
+    cost of a stage independent of how loaded the machine was, which wall time is not."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def _write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -207,9 +216,10 @@ class Runner:
                 continue
             print(f"{head}: running ({why}) ... (log: {self.log_path(stage.name)})", flush=True)
             self.record_path(stage.name).unlink(missing_ok=True)
-            t0 = time.time()
+            t0, cpu0 = time.time(), _children_cpu_seconds()
             code, signals = self._execute(cmd, stage)
             seconds = time.time() - t0
+            cpu_seconds = _children_cpu_seconds() - cpu0
             if code == EXIT_REQUEUE or (signals and code != 0):
                 raise StageFailed(
                     f"stage '{stage.name}' stopped after a signal (exit {code}); its checkpoints are kept. Rerun "
@@ -228,11 +238,12 @@ class Runner:
                                   f"{self.log_path(stage.name)}")
             outputs = [str(p) for p in stage.outputs()]
             rec = {"stage": stage.name, "title": stage.title, "command": cmd, "fingerprint": fingerprint_json(parts),
-                   "parts": parts, "started": t0, "seconds": seconds, "outputs": outputs,
+                   "parts": parts, "started": t0, "seconds": seconds, "cpu_seconds": round(cpu_seconds, 1),
+                   "outputs": outputs,
                    "outputs_fingerprint": fingerprint_files(outputs), "skipped": False, "reason": why}
             _write_json(self.record_path(stage.name), rec)
             self.records[stage.name] = rec
-            print(f"{head}: done in {seconds:.1f}s", flush=True)
+            print(f"{head}: done in {seconds:.1f}s ({cpu_seconds:.0f} CPU-s)", flush=True)
             if signals:
                 raise StageFailed(f"stage '{stage.name}' finished, then the pipeline stopped after a signal; rerun "
                                   f"{self.resume_hint or 'the same command'} to continue after it.", code=EXIT_REQUEUE)

@@ -177,9 +177,16 @@ def write_report(cfg: PipelineConfig, records: dict[str, dict]):
     rep.heading("Stages: timings")
     rows = []
     for name, rec in records.items():
-        rows.append({"stage": name, "title": rec.get("title"), "seconds": rec.get("seconds"),
+        rows.append({"stage": name, "title": rec.get("title"), "wall s": _round(rec.get("seconds")),
+                     "CPU s": _round(rec.get("cpu_seconds")),
                      "this run": "skipped (done earlier, inputs unchanged)" if rec.get("skipped")
                      else f"ran ({rec.get('reason') or 'not run before'})"})
+    if rows:
+        rows.append({"stage": "**total**", "title": "", "wall s": _round(sum(r.get("seconds") or 0 for r in
+                                                                            records.values())),
+                     "CPU s": _round(sum(r.get("cpu_seconds") or 0 for r in records.values())), "this run": ""})
+    rep.text("Wall time depends on what else the machine ran; CPU seconds (user + system of each stage's process "
+             "tree) do not.")
     rep.text(md_table(rows))
     thr = []
     if train_rows:
@@ -191,6 +198,10 @@ def write_report(cfg: PipelineConfig, records: dict[str, dict]):
     if thr:
         rep.text(md_table(thr))
     return rep.write()
+
+
+def _round(x):
+    return None if x is None else round(float(x), 1)
 
 
 def _median(values):
