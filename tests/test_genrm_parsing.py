@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -60,11 +61,37 @@ def test_parse_critique_good(text, step, correction):
     ("First incorrect step: 2\nThe step is wrong.", "no_correction"),
     ("First incorrect step: 2\nCorrected step:   \n\n", "no_correction"),
     ("First incorrect step: 2\nCorrected step: Current ratio =  450,000 / 300,000 = 2.5.", "unchanged_correction"),
-    ("\u00bf\u0003 First incorrect step 2x Corr", "no_correction"),
+    ("\u00bf\u0003 First incorrect step 2x Corr", "no_step_index"),  # "2x" is not a step number
 ])
 def test_parse_critique_malformed(text, reason):
     crit, status = parse_critique(text, split_steps(SOLUTION))
     assert crit is None and status == reason
+
+
+CORPUS = [json.loads(line) for line in
+          (Path(__file__).parent / "data" / "scp_critiques.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=[c["style"] for c in CORPUS])
+def test_parse_critique_corpus_of_instruct_styles(case):
+    """Critiques written the way instruct models answer the SCP prompt (bold labels, headings, bullets, quotes,
+    preambles, <think> drafts, repeated blocks), each with the parse a reader would expect."""
+    crit, status = parse_critique(case["critique"], split_steps(case["solution"]))
+    assert status == case["status"]
+    if status == "ok":
+        assert crit == Critique(case["step"], case["correction"])
+    else:
+        assert crit is None
+
+
+def test_second_block_never_reaches_the_policy_prefix():
+    steps = split_steps(SOLUTION)
+    text = ("**First incorrect step:** 2\n**Corrected step:** Current ratio = 1.5.\n"
+            "**First incorrect step:** 3\n**Corrected step:** The ratio is adequate.")
+    crit, status = parse_critique(text, steps)
+    prefix = corrected_prefix(SOLUTION, steps, crit)
+    assert status == "ok" and prefix.endswith("Step 2: Current ratio = 1.5.\n")
+    assert "adequate" not in prefix and "First incorrect" not in prefix and "**" not in prefix
 
 
 def test_corrected_prefix_shares_original_prefix():

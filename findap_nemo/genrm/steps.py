@@ -50,35 +50,68 @@ class Critique:
     correction: str  # the corrected text of that step (without its marker)
 
 
-_NO_ERROR_RE = re.compile(r"(?i)first\s+(?:incorrect|erroneous|wrong)\s+step\s*(?:is|:)?\s*:?\s*(?:none|n/?a|no\b)")
-_INDEX_RE = re.compile(r"(?i)first\s+(?:incorrect|erroneous|wrong)\s+step\s*(?:is|:)?\s*:?\s*(?:step\s*)?(\d+)")
-_CORRECTION_RE = re.compile(r"(?is)corrected\s+step(?:\s*\d+)?\s*:\s*(.*)")
+_HEADER = r"first\s+(?:incorrect|erroneous|wrong|error(?:eous)?)\s+step"
+_INDEX_RE = re.compile(
+    rf"(?i){_HEADER}\b(?:\s*\(?\s*number\s*\)?)?[\s:=\-–—]*(?:is\b)?[\s:=\-–—>\[(#`]*"
+    r"(?:(?:step|#)\s*)?(?:(?P<num>\d+)\b|(?P<none>none|n/?a\b|no\b|nil\b|-\s*$|–\s*$))")
+_BLOCK_RE = re.compile(rf"(?i){_HEADER}")
+_CORRECTION_RE = re.compile(r"(?im)corrected\s+step(?:\s*\(?\s*(?:step\s*)?\d+\s*\)?)?[ \t]*(?::|[-–—]|\n|$)[ \t]*")
+_THINK_RE = re.compile(r"(?is)^\s*<think>.*?</think>")
+_QUOTE = re.compile(r"(?m)^[ \t]*>[ \t]?")
+_BULLET = re.compile(r"(?m)^[ \t]*[-*•+][ \t]+")
+_COMMENT_RE = re.compile(r"(?im)^[ \t]*(?:explanation|reason(?:ing)?|justification|rationale|note|why)[ \t]*:")
+_EMPHASIS = re.compile(r"\*\*|__")
+
+
+def _clean(text: str) -> str:
+    """Markdown instruct models add around the answer format, removed: bold markers, heading hashes, quote
+    markers; a bullet becomes a paragraph break (each bullet is its own field); a leading <think>...</think>
+    section is dropped (its drafts are not the answer)."""
+    text = _THINK_RE.sub("", text or "")
+    text = _EMPHASIS.sub("", text)
+    text = re.sub(r"(?m)^[ \t]*#{1,6}[ \t]*", "", text)
+    text = _QUOTE.sub("", text)
+    return _BULLET.sub("\n", text)
 
 
 def parse_critique(text: str, steps: list[Step]) -> tuple[Optional[Critique], str]:
-    """Parse "First incorrect step: k / Corrected step: ..." (see configs/genrm/prompts/scp.txt).
+    """Parse the first complete "First incorrect step: k / Corrected step: ..." block (configs/genrm/prompts/scp.txt).
+
+    Markdown is tolerated ("**First incorrect step:** 2", "### Corrected step", bullets, quotes). Only the first
+    block counts: a second "First incorrect step" block, a later "Corrected step", a blank line or the next step
+    marker ends the correction, so nothing after it is glued onto the prefix the policy continues from.
 
     Returns (critique, "ok") or (None, reason) with reason one of: "no_error" (the GenRM found every step
     correct), "no_step_index", "step_out_of_range", "no_correction", "unchanged_correction".
     """
-    if _NO_ERROR_RE.search(text) and not _INDEX_RE.search(text):
-        return None, "no_error"
+    text = _clean(text)
     m = _INDEX_RE.search(text)
     if not m:
         return None, "no_step_index"
-    k = int(m.group(1))
+    if m.group("none") is not None:
+        return None, "no_error"
+    k = int(m.group("num"))
     if not 1 <= k <= len(steps):
         return None, "step_out_of_range"
-    c = _CORRECTION_RE.search(text, m.end())
+    nxt_block = _BLOCK_RE.search(text, m.end())
+    block_end = nxt_block.start() if nxt_block else len(text)
+    c = _CORRECTION_RE.search(text, m.end(), block_end)
     if not c:
         return None, "no_correction"
-    body = c.group(1)
-    body = STEP_RE.sub("", body, count=1) if STEP_RE.match(body.lstrip()) else body
+    body = text[c.end():block_end].lstrip()
+    for end_re in (_CORRECTION_RE, _COMMENT_RE):  # a second "Corrected step", or "Explanation:", ends it
+        later = end_re.search(body)
+        if later:
+            body = body[:later.start()]
+    if STEP_RE.match(body):
+        body = STEP_RE.sub("", body, count=1)
     # the correction is one step: stop at the next step marker or at a blank line
     nxt = STEP_RE.search(body)
     if nxt:
         body = body[:nxt.start()]
     body = body.split("\n\n")[0].strip()
+    if len(body) >= 2 and body[0] == body[-1] and body[0] in "\"'`":
+        body = body[1:-1].strip()
     if not body:
         return None, "no_correction"
     if " ".join(body.split()) == " ".join(steps[k - 1].text.split()):
