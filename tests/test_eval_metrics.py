@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from findap_nemo.eval import metrics as M
@@ -41,6 +42,38 @@ def test_numeric_tolerance_and_percent():
     assert M.numbers_match((20.0, True), (0.2, False), abs_tol=1e-6, rel_tol=0.0)  # "20%" vs 0.2
     assert not M.numbers_match((20.0, True), (0.2, False), abs_tol=1e-6, rel_tol=0.0, percent_equivalent=False)
     assert not M.numbers_match((-20.0, True), (20.0, True), abs_tol=0.01, rel_tol=0.01)
+    assert M.numbers_match((0.2, False), (20.0, True), abs_tol=1e-6, rel_tol=0.0)  # 0.2 vs gold "20%"
+
+
+@pytest.mark.parametrize("pred,gold,ok", [
+    ((500.0, False), (5.0, False), False),  # neither is a percentage: no x100 equivalence
+    ((0.05, False), (5.0, False), False),
+    ((500.0, True), (5.0, True), False),  # both percentages: values compared as they are
+    ((5.0, True), (5.0, True), True),
+    ((5.0, True), (0.05, False), True),  # exactly one percentage: 5% = 0.05
+    ((0.05, False), (5.0, True), True),
+    ((500.0, False), (5.0, True), False),  # 500 is not 5%
+    ((1.2e6, False), (1.2, False), False),  # "$1.2 million" is not 1.2
+    ((-4.5, True), (4.5, True), False),  # "(4.5%)" is negative
+])
+def test_percent_equivalence_only_when_one_side_is_a_percentage(pred, gold, ok):
+    assert M.numbers_match(pred, gold, abs_tol=1e-6, rel_tol=0.001) is ok
+
+
+def test_numeric_rule_is_reported():
+    rule = M.numeric_rule(0.01, 0.01, True)
+    assert "max(0.01, 0.01 * |gold|)" in rule and "exactly one side is a percentage" in rule
+    task = _task(type="numeric", abs_tol=0.5, rel_tol=0.0, percent_equivalent=False)
+    from findap_nemo.eval.scoring import aggregate, prepare, score_generation
+
+    prep = prepare(task, {"text": "q", "answer": "$1.2 million"}, 0, [])
+    recs = [score_generation(task, prep, "Answer: 1,200,000"), score_generation(task, prep, "Answer: 1.2"),
+            score_generation(task, prep, "no idea")]
+    assert [r["status"] for r in recs] == ["correct", "wrong", "unparsed"]
+    agg = aggregate(task, recs)
+    assert agg["rule"] == "|pred - gold| <= max(0.5, 0 * |gold|); scale words (thousand, million, bn, k, m ...) " \
+                          "applied to the value"
+    assert agg["extraction"] == {"answer_is": 2, "none": 1}
 
 
 def test_instruction_rules():
@@ -67,12 +100,29 @@ def test_instruction_rules():
 
 @pytest.mark.parametrize("output,expected,how", [
     ("Thinking... the duration is longest. [[B]]", "B", "bracket"),
-    ("first [[A]] then I changed my mind: [[ c ]]", "C", "bracket"),
+    ("first [[A]] then I changed my mind: [[ c ]]", "C", "bracket"),  # last wins; a lone letter of either case
+    ("[[Option B]]", "B", "bracket"),
+    ("So the real rate is [[B) 3.0%]]", "B", "bracket"),
+    ("[[b]]", "B", "bracket"),
+    ("[[(C)]] is my pick", "C", "bracket"),
+    ("[[Choice: A]]", "A", "bracket"),
+    ("[[longest maturity and lowest coupon]]", "B", "bracket"),  # an option's text in the brackets
+    ("[[A]] ... on reflection [[X]] [[maybe]]", "A", "bracket"),  # brackets naming nothing are skipped
     ("The answer is (b) because ...", "B", "answer_is"),
     ("Answer: A", "A", "answer_is"),
+    ("**Answer:** C", "C", "answer_is"),
+    ("the answer is a decline in rates, which is option C", "C", "answer_is"),  # lowercase "a" is not a choice
+    ("The correct option is A because duration is longest", "A", "answer_is"),
+    ("I think B is right. Final answer: C.", "C", "answer_is"),
     ("C. increase the variability", "C", "leading_letter"),
     ("(A) conflicts of interest", "A", "leading_letter"),
+    ("B because the coupon is lowest", "B", "leading_letter"),
     ("longest maturity and lowest coupon", "B", "option_text"),
+    ("A decline in rates raises bond prices.", None, "none"),  # the article, not option A
+    ("The answer is A decline in rates.", None, "none"),
+    ("a", None, "none"),  # a lowercase word never
+    ("answer is c", None, "none"),
+    ("I am not sure.", None, "none"),  # "I" is a pronoun, and not an option here
     ("[[D]]", None, "none"),             # not one of the options
     ("", None, "empty"),
     ("\u001b year\ufffd?\ufffd", None, "none"),  # garbage
@@ -86,6 +136,7 @@ def test_extract_choice(output, expected, how):
 def test_extract_choice_bracket_only():
     assert extract_choice("Answer: A", ["A", "B"], bracket_only=True) == (None, "no_bracket")
     assert extract_choice("so [[B]].", ["A", "B"], bracket_only=True) == ("B", "bracket")
+    assert extract_choice("so [[Option B]].", ["A", "B"], bracket_only=True) == ("B", "bracket")
 
 
 def test_extract_label():
@@ -99,14 +150,42 @@ def test_extract_label():
 
 
 def test_extract_number():
-    assert extract_number("Revenue grew. Answer: $1,234.5 million") == ((1234.5, False), "answer_is")
-    assert extract_number("The change is (3.2)") == ((-3.2, False), "last_number")
-    assert extract_number("2019 and 2020 differ by −20%") == ((-20.0, True), "last_number")
-    assert extract_number("values are 3 and 5, so the answer is 8.") == ((8.0, False), "answer_is")
+    assert extract_number("Revenue grew. Answer: $1,234.5 million") == ((1234.5e6, False, "million"), "answer_is")
+    assert extract_number("The change is (3.2)") == ((-3.2, False, ""), "last_number")
+    assert extract_number("2019 and 2020 differ by −20%") == ((-20.0, True, ""), "last_number")
+    assert extract_number("values are 3 and 5, so the answer is 8.") == ((8.0, False, ""), "answer_is")
     assert extract_number("no figure here") == (None, "none")
     assert extract_number("") == (None, "empty")
-    assert parse_number("0.4") == (0.4, False)
-    assert parse_number("12%") == (12.0, True)
+    assert parse_number("0.4") == (0.4, False, "")
+    assert parse_number("12%") == (12.0, True, "")
+
+
+@pytest.mark.parametrize("text,value,percent", [
+    ("$1.2 million", 1.2e6, False),
+    ("1.2 Million dollars", 1.2e6, False),
+    ("$4bn", 4e9, False),
+    ("4.5 billion", 4.5e9, False),
+    ("2.5k", 2500.0, False),
+    ("$3.1M", 3.1e6, False),
+    ("7 thousand", 7000.0, False),
+    ("(4.5%)", -4.5, True),  # accounting negative around a percentage
+    ("(4.5)%", -4.5, True),
+    ("($1,200)", -1200.0, False),
+    ("-$3.2", -3.2, False),
+    ("$-3.2", -3.2, False),
+    ("1.2e3", 1200.0, False),
+    ("3.5E-2", 0.035, False),
+    ("12 percent", 12.0, True),
+    ("12 months", 12.0, False),  # units kept apart: "m" of months is no scale
+    ("5 km", 5.0, False),
+    ("3 mb", 3.0, False),
+    ("2019 M&A deals", 2019.0, False),
+    ("4.2 USD", 4.2, False),
+    ("1.5x", 1.5, False),
+])
+def test_parse_number_scales_negatives_exponents(text, value, percent):
+    got = parse_number(text)
+    assert got.value == pytest.approx(value) and got.percent == percent
 
 
 def test_extract_entities_good_and_malformed():
@@ -194,3 +273,51 @@ def test_loglik_empty_option_never_wins():
                                     LoglikResult(-3.0, 1, False)])
     # normalised: B = -2 per token beats C = -3; the empty option A (0 tokens) is never picked
     assert rec["pred"] == "B" and rec["status"] == "wrong" and rec["option_scores"] == [None, -2.0, -3.0]
+
+
+def test_loglik_normalisations_per_token_and_lm_eval_acc_norm():
+    """per_char is lm-evaluation-harness's acc_norm: argmax(loglik / len(choice text in characters))."""
+    from findap_nemo.eval.backends import LoglikResult
+    from findap_nemo.eval.scoring import prepare, score_loglik
+
+    choices = ["up", "down sharply", "flat"]
+    # B: 4 tokens, 12 characters; A: 1 token, 2 characters; C: 1 token, 4 characters
+    results = [LoglikResult(-1.0, 1, False), LoglikResult(-3.6, 4, False), LoglikResult(-2.4, 1, False)]
+    picks = {}
+    for norm in ("none", "per_token", "per_char", "per_byte"):
+        task = _task(type="multiple_choice", mc_method="loglik", loglik_target="text", loglik_normalize=norm)
+        prep = prepare(task, {"text": "q", "choices": choices, "answer": "A"}, 0, [])
+        picks[norm] = score_loglik(task, prep, results)["pred"]
+    lls = np.array([r.logprob for r in results])
+    lm_eval_acc_norm = "ABC"[int(np.argmax(lls / np.array([float(len(c)) for c in choices])))]
+    assert picks == {"none": "A", "per_token": "B", "per_char": lm_eval_acc_norm, "per_byte": lm_eval_acc_norm}
+    assert lm_eval_acc_norm == "B"  # -0.3 per character beats A's -0.5
+    # older configs: true/false mean per_token/none; anything else is refused naming the key
+    assert _task(type="multiple_choice", mc_method="loglik", loglik_normalize=True).loglik_normalize == "per_token"
+    with pytest.raises(Exception, match="loglik_normalize"):
+        _task(type="multiple_choice", mc_method="loglik", loglik_normalize="per_word")
+
+
+@pytest.mark.parametrize("match,output,status", [
+    ("contains", "The author is Adam Smith.", "correct"),
+    ("contains", "It was written by adam smith in 1776", "correct"),
+    ("contains", "Adam Smithson", "wrong"),  # whole words only
+    ("contains", "Smith", "wrong"),
+    ("contains", "", "unparsed"),
+    ("exact", "The author is Adam Smith.", "wrong"),
+    ("exact", "Adam Smith\nHe was Scottish.", "correct"),  # first line
+])
+def test_open_qa_contains_and_exact(match, output, status):
+    from findap_nemo.eval.scoring import prepare, score_generation
+
+    task = _task(type="exact_match", match=match)
+    prep = prepare(task, {"text": "q", "answer": ["Adam Smith", "The"]}, 0, [])  # "The" normalises to nothing
+    assert score_generation(task, prep, output)["status"] == status
+
+
+def test_shipped_nq_open_uses_contains():
+    from findap_nemo.eval.registry import load_registry
+
+    reg = load_registry()
+    assert reg["nq_open"].match == "contains"
+    assert reg["mmlu_finance"].loglik_normalize == "per_char"

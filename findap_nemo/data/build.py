@@ -17,7 +17,6 @@ only the rest; packing and writing (cheap next to tokenizing) always run again.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import random
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from findap_nemo.data.recipe import DataRecipe
+from findap_nemo.fingerprint import digest, file_states, tokenizer_identity
 
 MANIFEST_VERSION = 1
 
@@ -121,23 +121,16 @@ class _Tokenized:
         return self._ds
 
 
-def _file_state(path: str | None) -> list:
-    """(name, size, mtime) of every file under ``path``: a changed input invalidates its tokenized cache."""
-    if not path:
-        return []
-    paths = [path] if os.path.isfile(path) else sorted(str(p) for p in Path(path).rglob("*") if p.is_file())
-    return [(p, os.path.getsize(p), int(os.path.getmtime(p))) for p in paths]
-
-
 def _fingerprint(src, recipe, dec) -> str:
-    """Everything that shapes one source's tokenized output."""
+    """Everything that shapes one source's tokenized output (files by size/mtime, the tokenizer by content)."""
     parts = {
-        "source": asdict(src), "files": _file_state(src.path), "tokenizer": _file_state(recipe.tokenizer),
+        "source": asdict(src), "files": file_states(src.path), "tokenizer": recipe.tokenizer,
+        "tokenizer_files": tokenizer_identity(recipe.tokenizer),
         "seq_length": recipe.seq_length, "min_tokens": recipe.min_tokens, "it_overlong": recipe.it_overlong,
         "skip_bad": recipe.skip_bad, "decontamination": asdict(recipe.decontamination),
-        "eval_files": [_file_state(f) for f in sorted(dec.files)] if dec else [], "version": MANIFEST_VERSION,
+        "eval_files": [file_states(f) for f in sorted(dec.files)] if dec else [], "version": MANIFEST_VERSION,
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return digest(parts)
 
 
 def _tokenize_source(src, recipe, dec, encoder, work: Path, stats: dict, log) -> _Tokenized:

@@ -10,7 +10,6 @@ Two ways to use it:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -20,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from findap_nemo.fingerprint import digest, file_sha256, tokenizer_identity, weights_identity
 from findap_nemo.parallel import print_rank0
 
-SIDECAR_VERSION = 1
+SIDECAR_VERSION = 2  # 2: padded vocabulary rows masked out of the softmax
 
 
 def build_reference(cfg):
@@ -35,23 +35,16 @@ def build_reference(cfg):
     return chunks
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fingerprint(cfg, data_file: str, data_sha: str) -> dict:
-    """What the stored log-probs depend on; any change means they must be recomputed."""
+    """What the stored log-probs depend on; any change means they must be recomputed: the data, the weights
+    (files' sizes/mtimes and the checkpoint's metadata), every tokenizer file (chat template included), the
+    sequence length and vocabulary (padded rows are masked, so only the real vocab size matters)."""
     from findap_nemo.train.checkpointing import latest_checkpoint
 
     ckpt = latest_checkpoint(cfg.checkpoint.pretrained)
-    tok_files = sorted(p for p in Path(cfg.model.tokenizer).glob("*.json"))
-    tok_sha = hashlib.sha256(b"".join(p.read_bytes() for p in tok_files)).hexdigest()
     return {"version": SIDECAR_VERSION, "data_file": os.path.abspath(data_file), "data_sha256": data_sha,
-            "checkpoint": os.path.abspath(str(ckpt)), "tokenizer_sha256": tok_sha,
+            "checkpoint": os.path.abspath(str(ckpt)), "weights": digest(weights_identity(ckpt)),
+            "tokenizer_sha256": tokenizer_identity(cfg.model.tokenizer),
             "seq_length": cfg.train.seq_length, "vocab_size": cfg.model.vocab_size}
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Optional
+from typing import NamedTuple, Optional
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}‘’“”–—…]")
 _SPACE = re.compile(r"\s+")
@@ -29,34 +29,96 @@ def choice_letters(n: int) -> list[str]:
     return [chr(ord("A") + i) for i in range(n)]
 
 
+_BRACKET = re.compile(r"\[\[(.*?)\]\]", re.DOTALL)
+_LABEL_WORDS = r"(?:option|choice|answer)"
+# Words after a bare capital letter that still read as a selection ("A because ...", "B is correct"), not as the
+# article in "A decline in rates ...".
+_AFTER_LETTER_OK = {"because", "since", "as", "and", "or", "but", "which", "is", "was", "would", "seems", "for",
+                    "with", "so", "here", "above", "below", "only"}
+CHOICE_RULES = ("bracket", "answer_is", "leading_letter", "option_text")
+
+
+def _bracket_choice(inner: str, letters: list[str], choices: Optional[list[str]]) -> Optional[str]:
+    """The option named inside one ``[[...]]``: "B", "b", "(B)", "Option B", "B) 5.2%", "B. text", or an option's text."""
+    body = inner.strip()
+    body = re.sub(rf"(?i)^{_LABEL_WORDS}\s*[:#]?\s*", "", body).strip()
+    m = re.fullmatch(r"[\(\[]?\s*([A-Za-z])\s*[\)\]]?", body)
+    if m and m.group(1).upper() in letters:  # a lone letter, either case: nothing else it could mean
+        return m.group(1).upper()
+    m = re.match(r"[\(\[]?([A-Z])(?:\s*[\)\]\.:]|\s*-\s)", body)
+    if m and m.group(1) in letters:  # "B) 5.2%", "B. longest maturity", "(B) ..."
+        return m.group(1)
+    if choices:
+        norm = normalize(body)
+        hits = [l for l, c in zip(letters, choices) if norm and norm == normalize(c)]
+        if len(hits) == 1:
+            return hits[0]
+    return None
+
+
+def _is_article(text: str, end: int) -> bool:
+    """A bare "A"/"I" followed by a lowercase word (not one of _AFTER_LETTER_OK) is English, not a selection."""
+    m = re.match(r"[ \t]+([a-z][a-z'-]*)", text[end:])
+    return bool(m) and m.group(1) not in _AFTER_LETTER_OK
+
+
+def _letter_at(text: str, m: re.Match, letters: list[str]) -> Optional[str]:
+    """The letter of a ``_LETTER`` match if it is a selection: an upper-case valid letter, or an enclosed
+    lower-case one "(b)"; a bare capital read as an article ("A decline") is not."""
+    enclosed, bare = m.group("enc"), m.group("bare")
+    if enclosed:
+        return enclosed.upper() if enclosed.upper() in letters else None
+    if bare not in letters:
+        return None
+    if bare in ("A", "I") and _is_article(text, m.end()):
+        return None
+    return bare
+
+
+_LETTER = r"(?:[\(\[](?P<enc>[A-Za-z])[\)\]]|(?P<bare>[A-Z])(?![\w'’-]))"
+_ANSWER_IS = re.compile(
+    rf"(?i:\b(?:answer|option|choice)\b(?:\s+(?:is|would\s+be|should\s+be|=))?[\s*]*[:\-]?[\s*]*"
+    rf"(?:(?:option|choice)\s+)?){_LETTER}")
+_LEADING = re.compile(rf"^[\s*#>]*(?:{_LETTER})")
+
+
 def extract_choice(output: str, letters: list[str], choices: Optional[list[str]] = None,
                    bracket_only: bool = False) -> tuple[Optional[str], str]:
-    """The selected option letter.
+    """The selected option letter, and the rule that found it (one of ``CHOICE_RULES``, else why not).
 
-    Tried in order: the last ``[[X]]`` selection (FinEval's CFA protocol), "answer is X" / "Answer: X",
-    a leading "X", "(X)" or "X." and, last, an output equal to one option's text. With ``bracket_only`` only the
-    first rule applies. Letters outside ``letters`` never count.
+    1. ``bracket`` (FinDAP/FinEval's CFA convention): the last ``[[...]]`` that names an option wins. Inside the
+       brackets a lone letter of either case counts ("[[b]]"), as do "[[Option B]]", "[[B) 5.2%]]", "[[(B)]]" and
+       an option's exact text; brackets naming nothing ("[[X]]", "[[maybe]]") are skipped.
+    2. ``answer_is``: the last "answer is B", "Answer: (B)", "option C", "choice: B".
+    3. ``leading_letter``: the output starts with "B", "(B)", "B.", "B)" or "B:".
+    4. ``option_text``: the whole output equals one option's text (case and punctuation ignored).
+
+    In rules 2-3 a letter counts only when it is upper case, or lower case in parentheses/brackets ("(b)"): a
+    lower-case word never does ("the answer is a decline ..."). A bare "A" (or "I") followed by a lower-case word is
+    the English article ("A decline in rates ...") unless that word is a connective such as "because" or "is".
+    With ``bracket_only`` only rule 1 applies. Letters outside ``letters`` never count.
     """
     if not output:
         return None, "empty"
-    valid = "".join(letters)
-    cls = f"[{re.escape(valid)}{re.escape(valid.lower())}]"
-    hits = re.findall(rf"\[\[\s*({cls})\s*\]\]", output)
-    if hits:
-        return hits[-1].upper(), "bracket"
+    picks = [_bracket_choice(m.group(1), letters, choices) for m in _BRACKET.finditer(output)]
+    picks = [p for p in picks if p is not None]
+    if picks:
+        return picks[-1], "bracket"
     if bracket_only:
         return None, "no_bracket"
-    m = re.findall(rf"answer\s*(?:is|:)?\s*(?:option\s*)?[\(\[]?\s*({cls})\b", output, flags=re.IGNORECASE)
+    found = [l for l in (_letter_at(output, m, letters) for m in _ANSWER_IS.finditer(output)) if l]
+    if found:
+        return found[-1], "answer_is"
+    m = _LEADING.match(output)
     if m:
-        return m[-1].upper(), "answer_is"
-    m = re.match(rf"^\s*[\(\[]?({'|'.join(map(re.escape, letters))})(?:[\)\]\.:,]|\s|$)", output)
-    if m:
-        return m.group(1).upper(), "leading_letter"
+        letter = _letter_at(output, m, letters)
+        if letter and (m.group("enc") or re.match(r"\s*(?:[\.\):,]|$|\n|[ \t]+\S)", output[m.end():])):
+            return letter, "leading_letter"
     if choices:
         norm = normalize(output)
-        for letter, text in zip(letters, choices):
-            if norm and norm == normalize(text):
-                return letter, "option_text"
+        hits = [l for l, c in zip(letters, choices) if norm and norm == normalize(c)]
+        if len(hits) == 1:
+            return hits[0], "option_text"
     return None, "none"
 
 
@@ -86,26 +148,48 @@ def extract_label(output: str, labels: list[str], aliases: Optional[dict[str, st
 
 # --- numbers ---------------------------------------------------------------------------------------------------
 
-_NUM = re.compile(r"(?<![\w.])(\()?\s*([-+−]?)\s*\$?\s*((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)\s*(\))?\s*(%)?")
+SCALES = {"thousand": 1e3, "k": 1e3, "million": 1e6, "mn": 1e6, "m": 1e6, "mm": 1e6, "billion": 1e9, "bn": 1e9,
+          "b": 1e9, "trillion": 1e12, "tn": 1e12, "t": 1e12}
+"""Scale words after a number. Whole words may follow after a space ("1.2 million"); the abbreviations
+(k, m, mm, mn, b, bn, t, tn, any case) only when nothing but a space separates them and no letter follows, so
+"12 months", "5 km" and "3 mb" are not scaled."""
+
+_NUM = re.compile(
+    r"(?<![\w.])(?P<open>\()?\s*(?P<sign>[-+−–])?\s*(?P<cur>[$€£¥])?\s*(?P<sign2>[-+−–])?"
+    r"(?P<digits>(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?P<exp>[eE][-+]?\d+)?(?![\w.]*\d)"
+    r"(?:\s?(?P<scale>(?i:thousand|million|billion|trillion)|(?i:bn|mn|mm|tn|k|m|b|t))(?![A-Za-z&]))?"
+    r"\s*(?P<pct>%|(?i:\s?per\s?cent\b|\s?percent\b))?\s*(?P<close>\))?"
+    r"(?:\s*(?P<pct2>%))?")
 
 
-def parse_number(text: str) -> tuple[Optional[float], bool]:
-    """First number in ``text`` as (value, is_percent). Accepts 1,234.5, -3, −3, (3) (negative), $4.2, 12%."""
+class Number(NamedTuple):
+    """A number read from text. ``value`` includes the scale ("$1.2 million" -> 1.2e6); ``percent``: a % sign or
+    the word percent follows it; ``unit``: the scale word as written, kept apart from the digits."""
+
+    value: float
+    percent: bool = False
+    unit: str = ""
+
+
+def parse_number(text: str) -> Number | tuple[None, bool]:
+    """First number in ``text``. Reads 1,234.5 / -3 / −3 / $4.2 / 12% / 12 percent / 1.2e3 / "$1.2 million" /
+    "4bn" and accounting negatives "(3)" and "(4.5%)". (None, False) when there is none."""
     m = _NUM.search(str(text))
     if not m:
         return None, False
     return _number_from_match(m)
 
 
-def _number_from_match(m: re.Match) -> tuple[float, bool]:
-    paren_open, sign, digits, paren_close, pct = m.groups()
-    value = float(digits.replace(",", ""))
-    if sign in ("-", "−") or (paren_open and paren_close):
+def _number_from_match(m: re.Match) -> Number:
+    value = float(m.group("digits").replace(",", "") + (m.group("exp") or ""))
+    scale = m.group("scale") or ""
+    value *= SCALES[scale.lower()] if scale else 1.0
+    if (m.group("sign") or m.group("sign2") or "") in ("-", "−", "–") or (m.group("open") and m.group("close")):
         value = -value
-    return value, bool(pct)
+    return Number(value, bool(m.group("pct") or m.group("pct2")), scale)
 
 
-def extract_number(output: str) -> tuple[Optional[tuple[float, bool]], str]:
+def extract_number(output: str) -> tuple[Optional[Number], str]:
     """The answer number: the one after "answer" if the output says so, else the last number in the output."""
     if not output:
         return None, "empty"

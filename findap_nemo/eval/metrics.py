@@ -46,16 +46,28 @@ def macro_f1(gold: list[Optional[str]], pred: list[Optional[str]], labels: Optio
     return sum(f1s) / len(f1s)
 
 
-def numbers_match(pred: tuple[float, bool], gold: tuple[float, bool], abs_tol: float, rel_tol: float,
-                  percent_equivalent: bool = True) -> bool:
-    """|pred - gold| <= max(abs_tol, rel_tol * |gold|); with percent_equivalent, x and x/100 or x*100 also match."""
-    p, _p_pct = pred
-    g, _g_pct = gold
-    candidates = [p]
+def numbers_match(pred, gold, abs_tol: float, rel_tol: float, percent_equivalent: bool = True) -> bool:
+    """|pred - gold| <= max(abs_tol, rel_tol * |gold|).
+
+    ``pred``/``gold`` are (value, is_percent, ...) with any scale already applied. With ``percent_equivalent``
+    and exactly one side written as a percentage, that side is also compared divided by 100 ("20%" matches 0.2,
+    0.2 matches gold "20%"); when both or neither are percentages only the values are compared, so "500" never
+    matches 5.
+    """
+    p, p_pct = float(pred[0]), bool(pred[1])
+    g, g_pct = float(gold[0]), bool(gold[1])
+    candidates = [(p, g)]
+    if percent_equivalent and p_pct != g_pct:
+        candidates.append((p / 100.0, g) if p_pct else (p, g / 100.0))
+    return any(math.isfinite(a) and abs(a - b) <= max(abs_tol, rel_tol * abs(b)) for a, b in candidates)
+
+
+def numeric_rule(abs_tol: float, rel_tol: float, percent_equivalent: bool) -> str:
+    """The tolerance rule of a numeric task in words, for its results and the report."""
+    rule = f"|pred - gold| <= max({abs_tol:g}, {rel_tol:g} * |gold|)"
     if percent_equivalent:
-        candidates += [p / 100.0, p * 100.0]
-    tol = max(abs_tol, rel_tol * abs(g))
-    return any(math.isfinite(c) and abs(c - g) <= tol for c in candidates)
+        rule += "; when exactly one side is a percentage, that side / 100 also counts"
+    return rule + "; scale words (thousand, million, bn, k, m ...) applied to the value"
 
 
 def entity_prf(gold: list[list[tuple[str, str]]], pred: list[list[tuple[str, str]]]) -> dict[str, float]:

@@ -27,6 +27,7 @@ DEFAULT_REGISTRY = REPO_ROOT / "configs" / "eval" / "tasks"
 TASK_TYPES = ("classification", "multiple_choice", "numeric", "ner", "instruction", "exact_match", "summarization")
 CATEGORIES = ("unseen_similar", "novel_concepts", "novel_finance", "reasoning", "instruction_following", "general")
 MC_METHODS = ("generate", "loglik")
+LOGLIK_NORMALIZE = ("none", "per_token", "per_char", "per_byte")
 DEFAULT_METRICS = {
     "classification": ["accuracy", "macro_f1"],
     "multiple_choice": ["accuracy"],
@@ -69,7 +70,10 @@ class TaskSpec:
     gold_field: Optional[str] = None  # optional 0-based index of the right option (FinEval's ``gold``)
     mc_method: str = "generate"  # generate: answer text + extraction; loglik: score each option
     loglik_target: str = "letter"  # loglik: score "A"/"B"/... (letter) or the option text (text)
-    loglik_normalize: bool = False  # loglik: divide by the option's token count (acc_norm-style)
+    # loglik: the option's score is its summed log-prob (none), divided by its token count (per_token), by its
+    # length in characters (per_char: lm-evaluation-harness's acc_norm) or in UTF-8 bytes (per_byte: acc_bytes).
+    # true/false are read as per_token/none.
+    loglik_normalize: str = "none"
     bracket_only: bool = False  # generate: accept only "[[A]]" selections (FinEval's CFA protocol)
     # classification
     labels: list[str] = field(default_factory=list)
@@ -77,11 +81,14 @@ class TaskSpec:
     # numeric
     abs_tol: float = 1e-6
     rel_tol: float = 0.01
-    percent_equivalent: bool = True  # 0.12 and 12 (%) both match 12%
+    percent_equivalent: bool = True  # when exactly one side is a percentage: "12%" matches 0.12 and 0.12 gold "12%"
     # ner
     entity_types: dict[str, str] = field(default_factory=dict)  # output word -> type, e.g. {person: PER}
     # exact_match
     aliases_field: Optional[str] = None  # a list of other accepted answers
+    # exact: the output (or its first line) equals an answer; contains: an answer appears in the output as whole
+    # words (DPR/FiD's NQ-open "has answer"). Both after lower-casing, removing punctuation and articles.
+    match: str = "exact"
     # instruction
     rules_field: str = "rules"
     # prompting and generation
@@ -114,8 +121,12 @@ class TaskSpec:
             p.check(len(self.labels) >= 2, f"{where}: labels", self.labels, "list at least two class labels")
         if self.type == "multiple_choice":
             p.check(self.mc_method in MC_METHODS, f"{where}: mc_method", self.mc_method, f"one of {list(MC_METHODS)}")
+            p.check(self.loglik_normalize in LOGLIK_NORMALIZE, f"{where}: loglik_normalize", self.loglik_normalize,
+                    f"one of {list(LOGLIK_NORMALIZE)} (per_char is lm-evaluation-harness's acc_norm)")
             p.check(self.loglik_target in ("letter", "text"), f"{where}: loglik_target", self.loglik_target,
                     "letter or text")
+        if self.type == "exact_match":
+            p.check(self.match in ("exact", "contains"), f"{where}: match", self.match, "exact or contains")
         p.check(self.max_new_tokens >= 1, f"{where}: max_new_tokens", self.max_new_tokens, "must be >= 1")
         p.check(self.few_shot >= 0, f"{where}: few_shot", self.few_shot, "must be >= 0")
         p.check(self.rel_tol >= 0 and self.abs_tol >= 0, f"{where}: abs_tol/rel_tol",
@@ -154,6 +165,8 @@ def task_from_dict(data: dict, where: str) -> TaskSpec:
     if missing:
         raise ConfigError(f"{where}: missing required task keys {missing}")
     data = dict(data)
+    if isinstance(data.get("loglik_normalize"), bool):  # older configs: true meant per-token
+        data["loglik_normalize"] = "per_token" if data["loglik_normalize"] else "none"
     data["source"] = _source(data.get("source", {}), where)
     if data.get("few_shot_source") is not None:
         data["few_shot_source"] = _source(data["few_shot_source"], where + " few_shot_source")

@@ -56,6 +56,12 @@ def results_markdown(results: dict) -> str:
                          f"{r['examples_per_s']}" if r.get("examples_per_s") else "-"])
         parts.append(_table(["task", "category", "type", "n", "chance", "score", "95% CI", "metrics", "invalid input",
                              "unparsed", "ex/s"], rows))
+        notes = [f"- {task}: unparsed {r['counts']['unparsed']} of {r['n']}; answers read by "
+                 + ", ".join(f"{k} {v}" for k, v in r["extraction"].items())
+                 + (f"; rule: {r['rule']}" if r.get("rule") else "")
+                 for task, r in m["tasks"].items() if r.get("extraction")]
+        if notes:
+            parts.append("\nHow answers were read (unparsed answers count as wrong):\n\n" + "\n".join(notes) + "\n")
         cats, cis = m["categories"], m.get("categories_ci95", {})
         parts.append("\n" + _table(["category", "score", "95% CI"],
                                    [[c, _fmt(cats[c]), _ci(cis.get(c))] for c in _category_order(cats)]

@@ -13,7 +13,6 @@ Every file is written under a temporary name and renamed, so a file that exists 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ from findap_nemo.eval.config import EvalConfig
 from findap_nemo.eval.prompts import encode_continuation, encode_messages
 from findap_nemo.eval.registry import REPO_ROOT, TaskSpec, load_examples, load_registry, select_tasks
 from findap_nemo.eval.scoring import Prepared, aggregate, invalid_record, prepare, score_generation, score_loglik
+from findap_nemo.fingerprint import digest, tokenizer_identity, weights_identity
 
 log = logging.getLogger("findap_nemo.eval")
 
@@ -62,11 +62,16 @@ def _registry_paths(paths: list[str]) -> list[Path]:
     return out
 
 
-def _fingerprint(task: TaskSpec, cfg: EvalConfig, model_path: str, n: int) -> str:
-    blob = json.dumps({"task": dataclasses.asdict(task), "gen": dataclasses.asdict(cfg.generation),
-                       "backend": dataclasses.asdict(cfg.backend), "model": os.path.abspath(model_path),
-                       "n": n, "limit": cfg.limit}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+SCORING_VERSION = 2  # bump when answer reading or scoring changes: stored predictions are re-scored, not reused
+
+
+def _fingerprint(task: TaskSpec, cfg: EvalConfig, model_path: str, rows: list[dict], shots: list[dict]) -> str:
+    """Everything a task's predictions depend on: the task spec, its examples, the generation and backend
+    settings, the model's weights and tokenizer files (chat template included) and the scoring code's version."""
+    return digest({"task": dataclasses.asdict(task), "gen": dataclasses.asdict(cfg.generation),
+                   "backend": dataclasses.asdict(cfg.backend), "model": os.path.abspath(model_path),
+                   "weights": weights_identity(model_path), "tokenizer": tokenizer_identity(model_path),
+                   "examples": digest([rows, shots]), "n": len(rows), "limit": cfg.limit, "scoring": SCORING_VERSION}, 16)
 
 
 def _progress(total: int, desc: str):
@@ -195,7 +200,7 @@ def run_eval(cfg: Any, overrides: Iterable[str] = ()) -> dict:
             rows, shots = data[task.name]
             pred_path = out / "predictions" / name / f"{task.name}.jsonl"
             meta_path = pred_path.with_suffix(".meta.json")
-            fp = _fingerprint(task, cfg, path, len(rows))
+            fp = _fingerprint(task, cfg, path, rows, shots)
             if not cfg.overwrite and meta_path.is_file() and pred_path.is_file():
                 meta = json.loads(meta_path.read_text(encoding="utf-8"))
                 if meta.get("fingerprint") == fp:

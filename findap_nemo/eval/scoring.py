@@ -9,6 +9,7 @@ not a list). All four are in the denominator; the last two are counted in the ta
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -149,9 +150,14 @@ def score_generation(task: TaskSpec, prep: Prepared, output: str) -> dict:
         return _record(prep, status, pred=[list(e) for e in ents], unreadable_parts=bad, output=output,
                        gold_entities=[list(e) for e in prep.gold])
     if task.type == "exact_match":
-        cands = {strip_articles(output), strip_articles(output.strip().splitlines()[0] if output.strip() else "")}
-        golds = {strip_articles(a) for a in prep.gold}
-        status = "correct" if cands & golds - {""} else ("unparsed" if not normalize(output) else "wrong")
+        golds = {strip_articles(a) for a in prep.gold} - {""}
+        if task.match == "contains":
+            text = f" {strip_articles(output)} "
+            hit = any(f" {g} " in text for g in golds)
+        else:
+            cands = {strip_articles(output), strip_articles(output.strip().splitlines()[0] if output.strip() else "")}
+            hit = bool(cands & golds)
+        status = "correct" if hit else ("unparsed" if not normalize(output) else "wrong")
         return _record(prep, status, pred=output.strip(), output=output)
     if task.type == "summarization":
         if not output.strip():
@@ -168,11 +174,19 @@ def score_generation(task: TaskSpec, prep: Prepared, output: str) -> dict:
     raise ValueError(task.type)
 
 
+def loglik_score(logprob: float, num_tokens: int, text: str, normalize: str) -> float:
+    """One option's score: summed log-prob, or divided by its tokens / characters (lm-eval acc_norm) / bytes."""
+    if num_tokens == 0:  # an option that tokenizes to nothing (empty text) cannot be scored and never wins
+        return -math.inf
+    length = {"none": 1, "per_token": num_tokens, "per_char": len(text),
+              "per_byte": len(text.encode("utf-8"))}[normalize]
+    return logprob / max(length, 1)
+
+
 def score_loglik(task: TaskSpec, prep: Prepared, results: list) -> dict:
     """Multiple choice by log-likelihood: the option with the highest (optionally length-normalised) score."""
-    # an option that tokenizes to nothing (empty text) cannot be scored and never wins
-    scores = [-math.inf if r.num_tokens == 0 else (r.logprob / r.num_tokens if task.loglik_normalize else r.logprob)
-              for r in results]
+    texts = prep.letters if task.loglik_target == "letter" else prep.choices
+    scores = [loglik_score(r.logprob, r.num_tokens, t, task.loglik_normalize) for r, t in zip(results, texts)]
     if any(math.isnan(s) for s in scores) or all(s == -math.inf for s in scores):
         return _record(prep, "unparsed", pred=None, option_scores=[str(s) for s in scores])
     best = max(range(len(scores)), key=lambda i: scores[i])
@@ -216,5 +230,11 @@ def aggregate(task: TaskSpec, records: list[dict]) -> dict:
             passed += sum(1 for c in rules if c["passed"])
         out = {"prompt_accuracy": M.accuracy(correct), "rule_accuracy": passed / total if total else 0.0}
     metrics = {k: out[k] for k in task.metric_names}
-    return {"n": n, "metrics": metrics, "score": metrics[task.primary], "primary_metric": task.primary,
-            "counts": counts}
+    result = {"n": n, "metrics": metrics, "score": metrics[task.primary], "primary_metric": task.primary,
+              "counts": counts}
+    read_by = Counter(r["extraction"] for r in records if r.get("extraction"))
+    if read_by:  # how the answers were read (multiple choice, numeric, classification): the unparsed are visible
+        result["extraction"] = dict(sorted(read_by.items()))
+    if task.type == "numeric":
+        result["rule"] = M.numeric_rule(task.abs_tol, task.rel_tol, task.percent_equivalent)
+    return result

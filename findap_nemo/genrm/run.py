@@ -7,7 +7,6 @@ appended to ``progress.jsonl`` and flushed, so a killed run resumes where it sto
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -16,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 from findap_nemo.config import ConfigError, config_to_dict, save_config
+from findap_nemo.fingerprint import digest, tokenizer_identity, weights_identity
 from findap_nemo.genrm.config import GenRMConfig, ModelSpec, resolve_path
 from findap_nemo.genrm.pairs import build_pairs, fap_score
 from findap_nemo.genrm.prompts import PromptRecord, Templates, answer_token_ids, encode_chat, read_prompts
@@ -33,8 +33,11 @@ def fingerprint(cfg: GenRMConfig, templates: Templates) -> dict:
     keep = {k: d[k] for k in ("policy", "genrm", "sampling", "fap", "scp", "system_prompt")}
     keep["fap"] = {k: v for k, v in keep["fap"].items() if k not in ("margin", "min_chosen_score")}  # pair rules only
     keep["scp"] = {k: v for k, v in keep["scp"].items() if k != "max_per_prompt"}
-    keep["templates"] = {name: hashlib.sha256(getattr(templates, name).encode()).hexdigest()[:16]
-                         for name in ("solve", "fap", "scp")}
+    keep["templates"] = {name: digest(getattr(templates, name), 16) for name in ("solve", "fap", "scp")}
+    # the models' weights and tokenizer files (chat template included): a re-exported checkpoint or an edited
+    # template under the same path must not be resumed into
+    keep["model_files"] = {role: digest([weights_identity(spec.model), tokenizer_identity(spec.model)], 16)
+                           for role, spec in (("policy", cfg.policy), ("genrm", cfg.genrm)) if spec.model}
     return keep
 
 
