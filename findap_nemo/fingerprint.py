@@ -89,8 +89,7 @@ def _files(path: str | os.PathLike) -> list[Path]:
         return [p]
     if not p.is_dir():
         return []
-    return sorted(f for f in p.rglob("*") if f.is_file() and not (_SKIP_DIRS & set(f.relative_to(p).parts))
-                  and not f.name.startswith("."))
+    return sorted(f for f in p.rglob("*") if f.is_file() and not (_SKIP_DIRS & set(f.relative_to(p).parts)))
 
 
 def _rel(f: Path, root: Path) -> str:
