@@ -18,6 +18,16 @@ def _inputs():
     return logits, labels
 
 
+REAL_VOCABS = (250, 120)  # 250: rank 1 of TP2 holds 6 padded rows; 120: rank 1 holds only padding
+
+
+def _padded_logits(real: int) -> torch.Tensor:
+    logits, _ = _inputs()
+    logits = logits.clone()
+    logits[..., real:] = 40.0
+    return logits
+
+
 def _worker(out_path: str) -> None:
     from megatron.core import parallel_state as ps
 
@@ -34,8 +44,17 @@ def _worker(out_path: str) -> None:
     (lp * torch.arange(1, S + 1).float()).sum().backward()  # position-weighted, so a wrong shift shows
     grads = [torch.zeros_like(local) for _ in range(tp)]
     torch.distributed.all_gather(grads, local.grad.contiguous(), group=ps.get_tensor_model_parallel_group())
+    masked = {}
+    for real in REAL_VOCABS:  # padded rows hold large garbage logits that would dominate an unmasked softmax
+        padded = _padded_logits(real)
+        local = padded[..., rank * part:(rank + 1) * part].clone().requires_grad_(True)
+        mlp = vocab_parallel_log_probs(local, labels % real, vocab_size=real)
+        mlp.sum().backward()
+        g = [torch.zeros_like(local) for _ in range(tp)]
+        torch.distributed.all_gather(g, local.grad.contiguous(), group=ps.get_tensor_model_parallel_group())
+        masked[real] = {"logps": mlp.detach(), "grad": torch.cat(g, -1)}
     if torch.distributed.get_rank() == 0:
-        torch.save({"logps": lp.detach(), "grad": torch.cat(grads, -1)}, out_path)
+        torch.save({"logps": lp.detach(), "grad": torch.cat(grads, -1), "masked": masked}, out_path)
     destroy_distributed()
 
 
@@ -61,6 +80,19 @@ def test_vocab_parallel_log_probs_tp2_equals_tp1_and_full_softmax(tmp_path):
         torch.testing.assert_close(got[tp]["grad"], ref_grad, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got[2]["logps"], got[1]["logps"], rtol=1e-6, atol=1e-6)
     assert (ref_lp < 0).all()
+    # padded vocabulary rows: the log-probs of the unpadded (HF-sized) softmax, zero gradient on padded rows
+    _, labels = _inputs()
+    for real in REAL_VOCABS:
+        hf_logits = _padded_logits(real)[..., :real].clone().requires_grad_(True)
+        hf = torch.log_softmax(hf_logits, -1).gather(-1, (labels % real)[..., None])[..., 0]
+        hf.sum().backward()
+        unmasked = torch.log_softmax(_padded_logits(real), -1).gather(-1, (labels % real)[..., None])[..., 0]
+        assert (unmasked < hf - 1.0).all()  # without the mask the garbage rows would shift every log-prob
+        for tp in (1, 2):
+            m = got[tp]["masked"][real]
+            torch.testing.assert_close(m["logps"], hf.detach(), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(m["grad"][..., :real], hf_logits.grad, rtol=1e-5, atol=1e-5)
+            assert (m["grad"][..., real:] == 0).all() and torch.isfinite(m["grad"]).all()
 
 
 if __name__ == "__main__":

@@ -113,3 +113,59 @@ def test_shipped_findap_config_is_dpo_plus_nll():
     cfg = yaml.safe_load(open("configs/dpo/findap_llama3_8b.yaml"))
     assert cfg["dpo"]["preference_loss"] == "dpo" and cfg["dpo"]["sft_loss_weight"] > 0
     assert cfg["optim"]["lr"] == 5e-7 and cfg["train"]["seq_length"] == 2048
+
+
+def test_sft_reductions_hand_computed():
+    """sum: per pair; sequence_mean: per pair over its own tokens; token_mean: pooled over all chosen tokens."""
+    red = {r: _run("dpo", sft_loss_weight=1.0, sft_reduction=r).sft for r in ("sum", "sequence_mean", "token_mean")}
+    assert red["sum"].tolist() == pytest.approx([10.0, 20.0])
+    assert red["sequence_mean"].tolist() == pytest.approx([10.0 / 4, 20.0 / 10])
+    assert red["token_mean"].mean().item() == pytest.approx((10.0 + 20.0) / (4 + 10))  # != mean(2.5, 2.0)
+    assert red["sequence_mean"].mean().item() == pytest.approx(2.25)
+    # the older key keeps its meaning
+    assert _run("dpo", sft_average_log_probs=True).sft.tolist() == red["sequence_mean"].tolist()
+    with pytest.raises(ValueError, match="sft_loss_reduction"):
+        _run("dpo", sft_reduction="mean")
+
+
+def test_token_mean_equals_trl_pooled_cross_entropy():
+    """TRL's rpo_alpha term: cross-entropy over every chosen response token of the batch (ignore_index elsewhere)."""
+    g = torch.Generator().manual_seed(0)
+    n_pairs, S, V = 3, 9, 11
+    logits = torch.randn(2 * n_pairs, S, V, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, V, (2 * n_pairs, S), generator=g)
+    lengths = [2, 7, 4, 5, 1, 3]  # response tokens per sequence (chosen: 2, 4, 1), at the end of each sequence
+    mask = torch.zeros(2 * n_pairs, S, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        mask[i, S - n:] = 1
+    token_lp = torch.log_softmax(logits, -1).gather(-1, labels[..., None])[..., 0]
+    sums, counts = reduce_logps(token_lp, mask)
+    pl = pair_losses(sums, sums.detach(), counts, torch.zeros(2 * n_pairs), kind="dpo", beta=0.1,
+                     sft_loss_weight=1.0, sft_reduction="token_mean")
+    trl_labels = labels[0::2].masked_fill(mask[0::2] == 0, -100)
+    trl = torch.nn.functional.cross_entropy(logits[0::2].reshape(-1, V), trl_labels.reshape(-1), ignore_index=-100)
+    assert pl.sft.mean().item() == pytest.approx(trl.item(), rel=1e-12)
+    seq = pair_losses(sums, sums.detach(), counts, torch.zeros(2 * n_pairs), kind="dpo", beta=0.1,
+                      sft_loss_weight=1.0, sft_reduction="sequence_mean")
+    assert abs(seq.sft.mean().item() - trl.item()) > 1e-3  # unequal lengths: the two conventions differ
+
+
+def test_config_sft_reduction_keys(tmp_path):
+    from findap_nemo.dpo.config import DPOLossConfig
+
+    assert DPOLossConfig().sft_reduction == "sum"
+    assert DPOLossConfig(sft_average_log_probs=True).sft_reduction == "sequence_mean"
+    assert DPOLossConfig(preference_average_log_probs=True).sft_reduction == "sequence_mean"
+    assert DPOLossConfig(sft_loss_reduction="token_mean").sft_reduction == "token_mean"
+    import yaml
+
+    for f in ("findap_llama3_8b", "llama3-8b-dpo-1node", "llama3-70b-dpo-8node"):
+        d = yaml.safe_load(open(f"configs/dpo/{f}.yaml"))["dpo"]
+        assert d["sft_loss_reduction"] == "token_mean" and "sft_average_log_probs" not in d  # TRL's pooling
+    from findap_nemo.config import load_config
+    from findap_nemo.dpo.config import DPOJobConfig
+
+    with pytest.raises(ConfigError) as err:
+        load_config(DPOJobConfig, "configs/dpo/tiny_cpu.yaml",
+                    ["dpo.sft_loss_reduction=per_pair", "dpo.sft_average_log_probs=true"])
+    assert "dpo.sft_loss_reduction='per_pair'" in str(err.value) and "dpo.sft_average_log_probs" in str(err.value)

@@ -98,7 +98,8 @@ def run(args) -> int:
         else:
             reference = build_reference(cfg)
             print_rank0("[dpo] reference log-probs computed on the fly (one forward-only pass per step)")
-        trainer = DPOTrainer(cfg, make_dpo_forward_step(cfg.dpo), datasets, collate_fn=collate, reference=reference)
+        trainer = DPOTrainer(cfg, make_dpo_forward_step(cfg.dpo, cfg.model.vocab_size), datasets, collate_fn=collate,
+                             reference=reference)
         trainer.fit()
     except Interrupted as stop:
         return int(stop.code)

@@ -16,7 +16,7 @@ from findap_nemo.config.schema import (
     ScheduleConfig,
     validate_training,
 )
-from findap_nemo.dpo.losses import PREFERENCE_LOSSES
+from findap_nemo.dpo.losses import PREFERENCE_LOSSES, SFT_REDUCTIONS
 
 
 @dataclass
@@ -26,9 +26,13 @@ class DPOLossConfig:
     ref_policy_kl_penalty: float = 0.05  # beta: strength of the implicit KL to the reference policy
     preference_loss: str = "dpo"  # dpo | ipo | rpo_bwd_kl | rpo_fwd_kl | rpo_sq
     preference_loss_weight: float = 1.0
-    sft_loss_weight: float = 0.0  # > 0 adds -log p(chosen) (TRL's rpo_alpha; FinDAP uses DPO + NLL)
+    sft_loss_weight: float = 0.0  # > 0 adds the chosen responses' NLL (TRL's rpo_alpha; FinDAP uses DPO + NLL)
     preference_average_log_probs: bool = False  # length-normalised log-ratios (sum otherwise)
-    sft_average_log_probs: Optional[bool] = None  # default: preference_average_log_probs
+    # How the NLL term is reduced (findap_nemo/dpo/losses.py): sum (per pair, over its tokens) | sequence_mean
+    # (each pair's per-token mean, then the mean over pairs) | token_mean (pooled over all chosen tokens of the
+    # micro-batch: TRL's rpo_alpha term). null: sequence_mean if sft_average_log_probs else sum.
+    sft_loss_reduction: Optional[str] = None
+    sft_average_log_probs: Optional[bool] = None  # older key; default: preference_average_log_probs
     gt_reward_scale: float = 1.0  # scale of chosen_reward - rejected_reward in the rpo_* losses
     # Reference log-probs computed once before training by the frozen initial policy and stored next to the run
     # (one forward per step saved, reference weights freed). false: reference forward inside every step.
@@ -38,6 +42,10 @@ class DPOLossConfig:
     @property
     def sft_average(self) -> bool:
         return self.preference_average_log_probs if self.sft_average_log_probs is None else self.sft_average_log_probs
+
+    @property
+    def sft_reduction(self) -> str:
+        return self.sft_loss_reduction or ("sequence_mean" if self.sft_average else "sum")
 
 
 @dataclass
@@ -76,6 +84,10 @@ class DPOJobConfig:
                 "beta must be > 0 (typical 0.05-0.5)")
         p.check(d.preference_loss_weight >= 0, "dpo.preference_loss_weight", d.preference_loss_weight, "must be >= 0")
         p.check(d.sft_loss_weight >= 0, "dpo.sft_loss_weight", d.sft_loss_weight, "must be >= 0")
+        p.check(d.sft_loss_reduction is None or d.sft_loss_reduction in SFT_REDUCTIONS, "dpo.sft_loss_reduction",
+                d.sft_loss_reduction, f"one of {list(SFT_REDUCTIONS)} (token_mean is TRL's pooling)")
+        p.check(d.sft_loss_reduction is None or d.sft_average_log_probs is None, "dpo.sft_average_log_probs",
+                d.sft_average_log_probs, "set only dpo.sft_loss_reduction (sft_average_log_probs is its older form)")
         p.check(d.preference_loss_weight > 0 or d.sft_loss_weight > 0, "dpo.preference_loss_weight",
                 d.preference_loss_weight, "preference_loss_weight and sft_loss_weight are both 0: nothing to train")
         par = self.parallel

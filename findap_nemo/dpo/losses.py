@@ -8,8 +8,16 @@ With D = (policy - reference log-ratio of chosen) - (same of rejected) and Dgt =
 - ``rpo_fwd_kl``: KL(Bernoulli(sigmoid(beta * D)) || Bernoulli(sigmoid(scale * Dgt)))
 - ``rpo_bwd_kl``: KL(Bernoulli(sigmoid(scale * Dgt)) || Bernoulli(sigmoid(beta * D)))
 
-total = preference_loss_weight * preference + sft_loss_weight * (-log p(chosen)); every term is returned per pair so
-the caller can sum over pairs and let megatron divide by the global number of pairs.
+total = preference_loss_weight * preference + sft_loss_weight * sft; every term is returned per pair so the caller can
+sum over pairs and let megatron divide by the global number of pairs. The SFT term is the NLL of the chosen
+responses, reduced as ``sft_reduction`` says (the mean over pairs is then taken by the caller):
+
+- ``sum``:           -log p(chosen) summed over its tokens, per pair (long responses weigh more);
+- ``sequence_mean``: each pair's chosen NLL divided by its own token count (NeMo-Aligner's
+                     ``sft_average_log_probs``): every pair weighs the same, whatever its length;
+- ``token_mean``:    the chosen NLL summed over all chosen tokens of the micro-batch divided by their total count
+                     (TRL's ``rpo_alpha`` NLL term, a cross-entropy over the batch's chosen tokens): every token
+                     weighs the same. Equal to ``sequence_mean`` only when the chosen responses have equal lengths.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 PREFERENCE_LOSSES = ("dpo", "ipo", "rpo_bwd_kl", "rpo_fwd_kl", "rpo_sq")
+SFT_REDUCTIONS = ("sequence_mean", "token_mean", "sum")
 
 
 @dataclass
@@ -68,18 +77,19 @@ def preference_loss(kind: str, delta: torch.Tensor, gt_delta: torch.Tensor, beta
 
 def reduce_logps(token_logps: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sequence sum of masked token log-probs and the number of response tokens ([b, s] -> [b], [b])."""
-    mask = mask.to(token_logps.dtype)
-    return (token_logps * mask).sum(-1), mask.sum(-1)
+    keep = mask.bool()  # where(), not a product: a -inf outside the mask must not turn the sum into NaN
+    return torch.where(keep, token_logps, torch.zeros_like(token_logps)).sum(-1), keep.to(token_logps.dtype).sum(-1)
 
 
 def pair_losses(policy_sum: torch.Tensor, ref_sum: torch.Tensor, counts: torch.Tensor, gt_rewards: torch.Tensor, *,
                 kind: str, beta: float, preference_loss_weight: float = 1.0, sft_loss_weight: float = 0.0,
                 preference_average_log_probs: bool = False, sft_average_log_probs: bool = False,
-                gt_reward_scale: float = 1.0) -> PairLosses:
+                gt_reward_scale: float = 1.0, sft_reduction: str | None = None) -> PairLosses:
     """Losses for interleaved sequences [chosen_0, rejected_0, chosen_1, ...].
 
     ``policy_sum``/``ref_sum``/``counts`` are per-sequence [2n] (sum of response log-probs, response length);
-    ``gt_rewards`` is [2n] (chosen_reward, rejected_reward per pair).
+    ``gt_rewards`` is [2n] (chosen_reward, rejected_reward per pair). ``sft_reduction`` (see the module
+    docstring) defaults to sequence_mean when ``sft_average_log_probs`` is set, else sum.
     """
     counts = counts.to(policy_sum.dtype).clamp_min(1)
     ratio = policy_sum - ref_sum.to(policy_sum.dtype)
@@ -89,8 +99,16 @@ def pair_losses(policy_sum: torch.Tensor, ref_sum: torch.Tensor, counts: torch.T
     delta = chosen - rejected
     gt_delta = gt_rewards[0::2] - gt_rewards[1::2]
     pref = preference_loss(kind, delta, gt_delta, beta, gt_reward_scale)
-    chosen_logp = policy_sum[0::2] / counts[0::2] if sft_average_log_probs else policy_sum[0::2]
-    sft = -chosen_logp
+    reduction = sft_reduction or ("sequence_mean" if sft_average_log_probs else "sum")
+    chosen_sum, chosen_n = policy_sum[0::2], counts[0::2]
+    if reduction == "sum":
+        sft = -chosen_sum
+    elif reduction == "sequence_mean":
+        sft = -chosen_sum / chosen_n
+    elif reduction == "token_mean":  # pooled: sum over pairs of sft = n * (total NLL / total tokens)
+        sft = -chosen_sum * (chosen_n.numel() / chosen_n.sum())
+    else:
+        raise ValueError(f"dpo.sft_loss_reduction={reduction!r}: use one of {SFT_REDUCTIONS}")
     total = preference_loss_weight * pref
     if sft_loss_weight:
         total = total + sft_loss_weight * sft

@@ -80,7 +80,8 @@ def write_sidecar(path: Path, meta: dict, values: dict[int, tuple[float, float]]
 
 
 def compute_logps(reference, dataset, collate, *, micro_batch_size: int, seq_length: int,
-                  chunk_microbatches: int = 64, progress: bool = True) -> dict[int, tuple[float, float]]:
+                  chunk_microbatches: int = 64, progress: bool = True,
+                  vocab_size: int | None = None) -> dict[int, tuple[float, float]]:
     """Reference log-prob sums for every pair of ``dataset`` (all ranks call this; every rank gets the result).
 
     Pairs are split round-robin over data-parallel ranks and run forward-only through megatron's schedule (so
@@ -90,7 +91,7 @@ def compute_logps(reference, dataset, collate, *, micro_batch_size: int, seq_len
     from megatron.core.pipeline_parallel import get_forward_backward_func
     from tqdm.auto import tqdm
 
-    from findap_nemo.dpo.step import reference_forward_step
+    from findap_nemo.dpo.step import make_reference_forward_step
     from findap_nemo.train.trainer import _device
 
     dp, dp_rank = ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
@@ -117,7 +118,7 @@ def compute_logps(reference, dataset, collate, *, micro_batch_size: int, seq_len
                 yield {k: (v.to(_device()) if torch.is_tensor(v) else v) for k, v in b.items()}
 
         with torch.no_grad():
-            outs = fbf(forward_step_func=reference_forward_step,
+            outs = fbf(forward_step_func=make_reference_forward_step(vocab_size),
                        data_iterator=[batches() for _ in reference] if len(reference) > 1 else batches(),
                        model=reference,
                        num_microbatches=count, seq_length=seq_length, micro_batch_size=2 * micro_batch_size,
@@ -179,7 +180,8 @@ def precompute(cfg, datasets: dict, sources: dict[str, str], collate) -> dict[st
                 values.update(compute_logps(reference, datasets[s], collate,
                                             micro_batch_size=cfg.train.micro_batch_size,
                                             seq_length=cfg.train.seq_length,
-                                            progress=cfg.logging.progress_bar))
+                                            progress=cfg.logging.progress_bar,
+                                            vocab_size=cfg.model.vocab_size))
             if is_rank0():
                 write_sidecar(out, meta, values)
                 print(f"[dpo] wrote {out} ({len(values)} pairs)", flush=True)

@@ -4,11 +4,13 @@ The micro-batch holds interleaved chosen/rejected sequences. The policy forward 
 last pipeline stage; the loss reduces them to per-sequence response log-prob sums and applies the configured
 preference (+ SFT) loss. The loss is returned as a sum over pairs with the pair count as "tokens", so megatron's
 per-token normalisation divides by the global number of pairs: every TP/PP/DP layout optimises the same mean.
+Policy and reference log-probs both mask the padded vocabulary rows (``model.vocab_size`` and beyond).
 """
 
 from __future__ import annotations
 
 from functools import partial
+from typing import Optional
 
 import torch
 
@@ -17,21 +19,22 @@ from findap_nemo.dpo.logprobs import vocab_parallel_log_probs
 from findap_nemo.dpo.losses import pair_losses, reduce_logps
 
 
-def sequence_logps(logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sequence response log-prob sums and response lengths ([2m], [2m])."""
-    token_logps = vocab_parallel_log_probs(logits, batch["labels"])
+def sequence_logps(logits: torch.Tensor, batch: dict, vocab_size: Optional[int] = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sequence response log-prob sums and response lengths ([2m], [2m]); padded vocab rows masked."""
+    token_logps = vocab_parallel_log_probs(logits, batch["labels"], vocab_size)
     return reduce_logps(token_logps, batch["loss_mask"])
 
 
-def dpo_loss_func(cfg: DPOLossConfig, batch: dict, output_tensor: torch.Tensor):
-    policy_sum, counts = sequence_logps(output_tensor, batch)
+def dpo_loss_func(cfg: DPOLossConfig, batch: dict, output_tensor: torch.Tensor, vocab_size: Optional[int] = None):
+    policy_sum, counts = sequence_logps(output_tensor, batch, vocab_size)
     if "ref_logps" not in batch:
         raise RuntimeError("DPO micro-batch without reference log-probs: neither precomputed nor computed on the fly")
     pl = pair_losses(policy_sum, batch["ref_logps"].to(policy_sum.device), counts, batch["gt_rewards"],
                      kind=cfg.preference_loss, beta=cfg.ref_policy_kl_penalty,
                      preference_loss_weight=cfg.preference_loss_weight, sft_loss_weight=cfg.sft_loss_weight,
                      preference_average_log_probs=cfg.preference_average_log_probs,
-                     sft_average_log_probs=cfg.sft_average, gt_reward_scale=cfg.gt_reward_scale)
+                     sft_reduction=cfg.sft_reduction, gt_reward_scale=cfg.gt_reward_scale)
     n = pl.total.numel()
     count = torch.tensor(float(n), device=policy_sum.device)
     loss_sum = pl.total.sum()
@@ -53,23 +56,27 @@ def dpo_loss_func(cfg: DPOLossConfig, batch: dict, output_tensor: torch.Tensor):
     return loss_sum, torch.tensor(n, dtype=torch.int, device=policy_sum.device), metrics
 
 
-def make_dpo_forward_step(cfg: DPOLossConfig):
+def make_dpo_forward_step(cfg: DPOLossConfig, vocab_size: Optional[int] = None):
+    """The policy's forward step; ``vocab_size`` (model.vocab_size) masks the padded vocabulary rows."""
     def forward_step(data_iterator, model):
         batch = next(data_iterator)
         output = model(batch["tokens"], batch["position_ids"], None)
-        return output, partial(dpo_loss_func, cfg, batch)
+        return output, partial(dpo_loss_func, cfg, batch, vocab_size=vocab_size)
 
     return forward_step
 
 
-def _reference_loss_func(batch: dict, output_tensor: torch.Tensor):
-    ref_sum, _ = sequence_logps(output_tensor, batch)
+def _reference_loss_func(batch: dict, output_tensor: torch.Tensor, vocab_size: Optional[int] = None):
+    ref_sum, _ = sequence_logps(output_tensor, batch, vocab_size)
     zero = torch.zeros((), device=ref_sum.device)
     return zero, torch.tensor(0, dtype=torch.int, device=ref_sum.device), {"ref_logps": ref_sum.detach().double()}
 
 
-def reference_forward_step(data_iterator, model):
+def make_reference_forward_step(vocab_size: Optional[int] = None):
     """Forward-only step of the frozen reference: yields {"ref_logps": [2m]} per micro-batch on the last stage."""
-    batch = next(data_iterator)
-    output = model(batch["tokens"], batch["position_ids"], None)
-    return output, partial(_reference_loss_func, batch)
+    def reference_forward_step(data_iterator, model):
+        batch = next(data_iterator)
+        output = model(batch["tokens"], batch["position_ids"], None)
+        return output, partial(_reference_loss_func, batch, vocab_size=vocab_size)
+
+    return reference_forward_step

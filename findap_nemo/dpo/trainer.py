@@ -47,10 +47,10 @@ class DPOTrainer(Trainer):
 
     def _reference_logps(self, split: str, start: int) -> list:
         """Per micro-batch reference sums [2m] (last pipeline stage; None elsewhere)."""
-        from findap_nemo.dpo.step import reference_forward_step
+        from findap_nemo.dpo.step import make_reference_forward_step
 
         with torch.no_grad():
-            outs = self._fbf(reference_forward_step, self.reference,
+            outs = self._fbf(make_reference_forward_step(self.cfg.model.vocab_size), self.reference,
                              lambda: self._microbatches(split, start, self.num_microbatches), forward_only=True)
         return [o["ref_logps"] for o in outs] if outs else [None] * self.num_microbatches
 
