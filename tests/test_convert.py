@@ -4,6 +4,7 @@ validation. Logit parity against megatron models at TP/PP layouts is in test_con
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -378,3 +379,64 @@ def test_temp_folders_of_killed_conversions_are_removed(tmp_path, tiny_hf_model_
     assert res.returncode == 0, res.stderr[-3000:]
     assert "removed 1 temporary folder(s) of killed runs" in res.stdout
     assert not stale[0].exists() and live.is_dir() and out.is_dir()
+
+
+def _truncate(path: Path, drop: int) -> None:
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(size - drop)
+
+
+def test_truncated_safetensors_is_named_before_any_output(tmp_path, tiny_hf_model_dir):
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(tiny_hf_model_dir, src)
+    _truncate(src / "model.safetensors", 1000)  # a download cut short
+    with pytest.raises(ConfigError) as err:
+        convert_hf_to_mcore(src, tmp_path / "mc", progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and str(src / "model.safetensors") in msg and "truncated" in msg and "1000 missing" in msg
+    assert not (tmp_path / "mc").exists() and not list(tmp_path.glob(".mc.tmp-*"))
+    # through the CLI: one line on stderr naming the file, exit code 2, no traceback
+    proc = cli("convert", "hf-to-mcore", "--hf", str(src), "--out", str(tmp_path / "mc2"), check=False)
+    assert proc.returncode == 2 and "model.safetensors: truncated" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "mc2").exists()
+    # cut inside the header, and a shard of a sharded checkpoint
+    (src / "model.safetensors").write_bytes((tiny_hf_model_dir / "model.safetensors").read_bytes()[:20])
+    with pytest.raises(ConfigError, match=r"model\.safetensors: truncated or not safetensors: the header declares"):
+        convert_hf_to_mcore(src, tmp_path / "mc", progress=False)
+    sharded = tmp_path / "sharded"
+    _save_qwen2(sharded, tiny_hf_model_dir, max_shard_size="200KB")
+    shard = sorted(sharded.glob("model-0000*-of-*.safetensors"))[-1]
+    _truncate(shard, 8)
+    with pytest.raises(ConfigError, match=re.escape(str(shard)) + r": truncated: .* \(.*8 missing\)"):
+        convert_hf_to_mcore(sharded, tmp_path / "mc3", progress=False)
+    assert not (tmp_path / "mc3").exists()
+
+
+def test_truncated_distcp_shard_and_metadata_are_named_before_any_output(tmp_path, tiny_hf_model_dir):
+    import shutil
+
+    convert_hf_to_mcore(tiny_hf_model_dir, tmp_path / "mc", progress=False)
+    it = tmp_path / "mc" / "iter_0000000"
+    shard = sorted(it.glob("*.distcp"))[0]
+    bad = tmp_path / "bad"
+    shutil.copytree(tmp_path / "mc", bad)
+    _truncate(bad / "iter_0000000" / shard.name, 4096)
+    with pytest.raises(ConfigError) as err:
+        convert_mcore_to_hf(bad, tmp_path / "hf", progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and str(bad / "iter_0000000" / shard.name) in msg and "truncated" in msg
+    assert "4096 missing" in msg and not (tmp_path / "hf").exists()
+    proc = cli("convert", "mcore-to-hf", "--mcore", str(bad), "--out", str(tmp_path / "hf2"), check=False)
+    assert proc.returncode == 2 and f"{shard.name}: truncated" in proc.stderr and "Traceback" not in proc.stderr
+    # a missing shard, and a truncated .metadata index
+    (bad / "iter_0000000" / shard.name).unlink()
+    with pytest.raises(ConfigError, match=re.escape(shard.name) + ": shard missing"):
+        convert_mcore_to_hf(bad, tmp_path / "hf", progress=False)
+    shutil.copy(shard, bad / "iter_0000000" / shard.name)
+    _truncate(bad / "iter_0000000" / ".metadata", 50)
+    with pytest.raises(ConfigError, match=r"\.metadata: unreadable torch_dist index"):
+        convert_mcore_to_hf(bad, tmp_path / "hf", progress=False)
+    assert not (tmp_path / "hf").exists()

@@ -111,6 +111,24 @@ def write_dist_checkpoint(ckpt_dir: str | os.PathLike, tensors: list[ChunkedTens
     (ckpt_dir / "metadata.json").write_text(json.dumps(MCORE_METADATA))
 
 
+def check_shard_sizes(ckpt_dir: Path, metadata) -> None:
+    """Raise ValueError naming the first ``.distcp`` shard that is missing or shorter than the byte ranges its
+    ``.metadata`` index assigns to it (a truncated copy), before anything is read or written."""
+    need: dict[str, int] = {}
+    for info in (getattr(metadata, "storage_data", None) or {}).values():
+        rel = getattr(info, "relative_path", None)
+        if rel is not None:
+            need[rel] = max(need.get(rel, 0), int(info.offset) + int(info.length))
+    for rel, end in sorted(need.items()):
+        path = ckpt_dir / rel
+        if not path.is_file():
+            raise ValueError(f"{path}: shard missing (the checkpoint's .metadata stores tensor data in it)")
+        size = path.stat().st_size
+        if size < end:
+            raise ValueError(f"{path}: truncated: .metadata places tensor data up to byte {end}, the file holds "
+                             f"{size} bytes ({end - size} missing)")
+
+
 class DistCheckpointReader:
     """Read tensors or slices of them from a torch_dist checkpoint folder, whatever layout wrote it."""
 
@@ -126,7 +144,12 @@ class DistCheckpointReader:
         if backend != "torch_dist":
             raise ValueError(f"{meta}: sharded_backend={backend!r}; only 'torch_dist' checkpoints can be read")
         base = FileSystemReader(str(self.dir))
-        self.metadata = base.read_metadata()
+        try:
+            self.metadata = base.read_metadata()
+        except Exception as err:  # a truncated or foreign .metadata fails inside pickle with no file name
+            raise ValueError(f"{self.dir / '.metadata'}: unreadable torch_dist index ({type(err).__name__}: "
+                             f"{err}); the checkpoint is damaged or incompletely copied") from err
+        check_shard_sizes(self.dir, self.metadata)
 
         class CachedReader(FileSystemReader):  # DCP re-reads .metadata on every load; once is enough
             def read_metadata(inner_self, *a, **k):

@@ -25,8 +25,40 @@ _DTYPE_TO_ST = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F1
                 torch.int64: "I64", torch.int32: "I32", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL"}
 
 
+def check_safetensors_file(path: str | os.PathLike) -> None:
+    """Raise ValueError naming ``path`` and what is wrong when its header is unreadable or the file is shorter
+    (or longer) than the tensors its header declares. Reads the header only, so it is cheap on any size."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{path}: not a safetensors file: {size} bytes, too short for the 8-byte header size")
+        n = struct.unpack("<Q", head)[0]
+        if n > size - 8:
+            raise ValueError(f"{path}: truncated or not safetensors: the header declares {n} bytes of JSON, "
+                             f"the file holds {size} bytes in all")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw)
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (ValueError, TypeError, KeyError, IndexError) as err:
+        raise ValueError(f"{path}: corrupt safetensors header ({type(err).__name__}: {err})") from err
+    data = size - 8 - n
+    need = max(ends, default=0)
+    if data < need:
+        raise ValueError(f"{path}: truncated: its header declares {need} bytes of tensor data, the file holds "
+                         f"{data} ({size} bytes on disk, {need - data} missing)")
+    if data > need:
+        raise ValueError(f"{path}: {data - need} bytes after the last tensor its header declares "
+                         "(damaged or not written by safetensors)")
+
+
 class SafetensorsReader:
-    """Tensor names -> shard files of an HF model folder; ``get(name)`` loads one tensor."""
+    """Tensor names -> shard files of an HF model folder; ``get(name)`` loads one tensor.
+
+    Opening checks every shard's length against its header (:func:`check_safetensors_file`), so a truncated
+    download fails here with the file's name instead of mid-conversion with a raw library error."""
 
     def __init__(self, folder: str | os.PathLike):
         from safetensors import safe_open
@@ -44,6 +76,7 @@ class SafetensorsReader:
             if missing:
                 raise FileNotFoundError(f"{index} names shard files that do not exist: {missing}")
         elif single.is_file():
+            check_safetensors_file(single)
             with safe_open(str(single), framework="pt") as f:
                 self.files = {name: single for name in f.keys()}
         else:
@@ -52,6 +85,7 @@ class SafetensorsReader:
             raise FileNotFoundError(f"{self.folder}: no {SINGLE_NAME} or {INDEX_NAME}{hint}")
         self._meta: dict[str, tuple[tuple[int, ...], str]] = {}
         for path in sorted(set(self.files.values())):
+            check_safetensors_file(path)  # every shard whole before any output is written
             with safe_open(str(path), framework="pt") as f:
                 for name in f.keys():
                     sl = f.get_slice(name)
