@@ -1,0 +1,136 @@
+"""How many FinEval answers a change of answer reading/scoring re-scores, on the shipped tasks.
+
+The same model is evaluated on the shipped demo tasks (configs/eval/demo.yaml) by two versions of the code: an
+older commit (``--old-ref``, default: where this branch left main) and the working tree. Decoding is greedy, so
+both see the same generations; every example whose status (correct / wrong / unparsed) differs was re-scored by
+the change. Per task: examples, correct and unparsed before/after, re-scored, and the re-scored examples' outputs.
+
+    python benchmarks/eval_rescore.py --model /work/models/smollm2-hf
+        -> benchmarks/results/eval_rescore.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(REPO), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _export(ref: str, dest: Path) -> Path:
+    """The tree of ``ref`` unpacked into ``dest`` (no checkout, no worktree: the repository is not touched)."""
+    dest.mkdir(parents=True)
+    archive = dest.with_suffix(".tar")
+    subprocess.run(["git", "-C", str(REPO), "archive", "-o", str(archive), ref], check=True)
+    with tarfile.open(archive) as t:
+        t.extractall(dest, filter="data")
+    archive.unlink()
+    return dest
+
+
+def _run_eval(tree: Path, model: str, out: Path, overrides: list[str]) -> float:
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    t0 = time.perf_counter()
+    cmd = [sys.executable, "-m", "findap_nemo.cli", "eval", "--config", "configs/eval/demo.yaml",
+           f"models.m={model}", f"output_dir={out}", *overrides]
+    proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"eval in {tree} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return time.perf_counter() - t0
+
+
+def _records(out: Path, task: str) -> list[dict]:
+    path = out / "predictions" / "m" / f"{task}.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
+
+
+def compare(old_out: Path, new_out: Path) -> dict:
+    old_res = json.loads((old_out / "results.json").read_text())
+    new_res = json.loads((new_out / "results.json").read_text())
+    rows = {}
+    for task in new_res["tasks"]:
+        old, new = _records(old_out, task), _records(new_out, task)
+        by_id = {r["id"]: r for r in old}
+        changed = []
+        for r in new:
+            o = by_id.get(r["id"])
+            if o is None or o["status"] != r["status"]:
+                changed.append({"id": r["id"], "old": None if o is None else o["status"], "new": r["status"],
+                                "old_pred": None if o is None else o.get("pred"), "new_pred": r.get("pred"),
+                                "gold": r.get("gold"), "how": r.get("extraction"),
+                                "output": (r.get("output") or "")[:160]})
+        count = lambda recs, s: sum(1 for x in recs if x["status"] == s)  # noqa: E731
+        rows[task] = {
+            "type": new_res["tasks"][task]["type"], "n": len(new),
+            "correct_old": count(old, "correct"), "correct_new": count(new, "correct"),
+            "unparsed_old": count(old, "unparsed"), "unparsed_new": count(new, "unparsed"),
+            "rescored": len(changed),
+            "score_old": old_res["models"]["m"]["tasks"].get(task, {}).get("score"),
+            "score_new": new_res["models"]["m"]["tasks"][task]["score"],
+            "extraction_new": new_res["models"]["m"]["tasks"][task].get("extraction"),
+            "same_outputs": all(by_id.get(r["id"], {}).get("output") == r.get("output") for r in new),
+            "changes": changed,
+        }
+    return rows
+
+
+def markdown(meta: dict, rows: dict) -> str:
+    lines = ["# FinEval: answers re-scored by the answer-reading changes", "",
+             f"Model `{meta['model']}`, tasks of `configs/eval/demo.yaml` ({meta['overrides'] or 'as shipped'}); "
+             f"old code `{meta['old_ref'][:12]}`, new code: working tree of `{meta['new_ref'][:12]}`. "
+             f"Greedy decoding: both runs see the same generations (`same outputs` column).", "",
+             "| task | type | n | correct old | correct new | unparsed old | unparsed new | re-scored | same outputs |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for t, r in rows.items():
+        lines.append(f"| {t} | {r['type']} | {r['n']} | {r['correct_old']} | {r['correct_new']} | {r['unparsed_old']} "
+                     f"| {r['unparsed_new']} | {r['rescored']} | {'yes' if r['same_outputs'] else 'no'} |")
+    total = sum(r["rescored"] for r in rows.values())
+    lines += ["", f"Re-scored in all: {total} of {sum(r['n'] for r in rows.values())} answers.", "",
+              "## Re-scored examples", ""]
+    for t, r in rows.items():
+        for c in r["changes"]:
+            out = c["output"].replace("\n", " ").replace("|", "\\|")
+            lines.append(f"- {t} {c['id']}: {c['old']} -> {c['new']} (pred {c['old_pred']!r} -> {c['new_pred']!r}, "
+                         f"gold {c['gold']!r}, read by {c['how']}): `{out}`")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True, help="HF checkpoint folder")
+    ap.add_argument("--old-ref", default=None, help="git ref of the old code (default: merge-base with main)")
+    ap.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
+    ap.add_argument("--name", default="eval_rescore", help="results file stem under benchmarks/results/")
+    ap.add_argument("overrides", nargs="*", help="eval config overrides, e.g. generation.max_new_tokens=null")
+    args = ap.parse_args()
+    old_ref = args.old_ref or _git("merge-base", "HEAD", "main")
+    old_ref = _git("rev-parse", old_ref)
+    work = Path(args.work or tempfile.mkdtemp(prefix="eval_rescore-"))
+    old_tree = _export(old_ref, work / "old_tree")
+    seconds = {"old": _run_eval(old_tree, args.model, work / "old", args.overrides),
+               "new": _run_eval(REPO, args.model, work / "new", args.overrides)}
+    rows = compare(work / "old", work / "new")
+    meta = {"model": args.model, "old_ref": old_ref, "new_ref": _git("rev-parse", "HEAD"),
+            "overrides": " ".join(args.overrides), "seconds": seconds,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps({"meta": meta, "tasks": rows}, indent=1) + "\n")
+    (RESULTS / f"{args.name}.md").write_text(markdown(meta, rows))
+    print(markdown(meta, rows))
+
+
+if __name__ == "__main__":
+    main()
