@@ -69,6 +69,10 @@ SMALL_FILE = 8 << 20
 
 
 
+TOKENIZER_FILE_MAX = 256 << 20
+"""Tokenizer files are hashed whatever their size up to this (Llama 3's tokenizer.json is ~9 MB)."""
+
+
 def digest(value: Any, length: Optional[int] = None) -> str:
     """sha256 of a JSON-serialisable value (keys sorted): the same inputs give the same key in any process."""
     h = hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
@@ -116,7 +120,7 @@ def tokenizer_identity(path: Optional[str | os.PathLike]) -> Optional[str]:
     root = Path(path)
     h = hashlib.sha256()
     for f in _files(root):
-        if _is_weights(f) or f.stat().st_size > SMALL_FILE:
+        if _is_weights(f) or f.stat().st_size > TOKENIZER_FILE_MAX:
             continue
         h.update(_rel(f, root).encode() + b"\0" + file_sha256(f).encode() + b"\n")
     return h.hexdigest()

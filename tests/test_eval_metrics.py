@@ -321,3 +321,20 @@ def test_shipped_nq_open_uses_contains():
     reg = load_registry()
     assert reg["nq_open"].match == "contains"
     assert reg["mmlu_finance"].loglik_normalize == "per_char"
+
+
+def test_report_shows_unparsed_and_how_answers_were_read():
+    from findap_nemo.eval.report import results_markdown
+    from findap_nemo.eval.scoring import aggregate, prepare, score_generation
+
+    task = _task(type="multiple_choice")
+    recs = []
+    for out in ("[[B]]", "Answer: (A)", "A decline in rates", "no idea"):
+        prep = prepare(task, {"text": "q", "choices": ["x", "y"], "answer": "B"}, len(recs), [])
+        recs.append(score_generation(task, prep, out))
+    agg = aggregate(task, recs)
+    assert agg["counts"]["unparsed"] == 2 and agg["extraction"] == {"answer_is": 1, "bracket": 1, "none": 2}
+    agg.update(category="reasoning", type="multiple_choice", method="generate", examples_per_s=None)
+    md = results_markdown({"models": {"m": {"path": "/m", "tasks": {"t": agg}, "categories": {"reasoning": 0.25},
+                                            "overall": 0.25}}})
+    assert "- t: unparsed 2 of 4; answers read by answer_is 1, bracket 1, none 2" in md

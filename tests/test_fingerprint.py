@@ -38,6 +38,13 @@ def test_tokenizer_identity_sees_every_template_source(tmp_path):
     assert t2 != t1
     (d / "special_tokens_map.json").write_text("{}")
     assert tokenizer_identity(d) != t2
+    big = tokenizer_identity(d)  # a tokenizer.json larger than the small-file limit is still read
+    (d / "tokenizer.json").write_text(json.dumps({"model": {"vocab": {f"t{i}": i for i in range(700_000)}}}))
+    assert (d / "tokenizer.json").stat().st_size > 8 << 20
+    t_big = tokenizer_identity(d)
+    assert t_big != big
+    (d / "tokenizer.json").write_text(json.dumps({"model": {"vocab": {f"u{i}": i for i in range(700_000)}}}))
+    assert tokenizer_identity(d) != t_big
     # weights are not tokenizer files: touching them leaves the tokenizer key alone
     t3 = tokenizer_identity(d)
     (d / "model.safetensors").write_bytes(b"\1" * 4096)
