@@ -1,9 +1,11 @@
 """How many FinEval answers a change of answer reading/scoring re-scores, on the shipped tasks.
 
-The same model is evaluated on the shipped demo tasks (configs/eval/demo.yaml) by two versions of the code: an
-older commit (``--old-ref``, default: where this branch left main) and the working tree. Decoding is greedy, so
-both see the same generations; every example whose status (correct / wrong / unparsed) differs was re-scored by
-the change. Per task: examples, correct and unparsed before/after, re-scored, and the re-scored examples' outputs.
+The model is evaluated on the shipped demo tasks (configs/eval/demo.yaml) by an older commit (``--old-ref``,
+default: where this branch left main). The generations it wrote are then scored again by the working tree's code
+(same examples, same outputs: only answer reading and scoring differ); log-likelihood tasks, whose per-option
+scores depend on the normalisation, are evaluated again by the working tree. Every example whose status (correct /
+wrong / unparsed) differs was re-scored by the change. Per task: examples, correct and unparsed before/after,
+re-scored, and the re-scored examples' outputs. An existing ``<work>/old`` run is reused.
 
     python benchmarks/eval_rescore.py --model /work/models/smollm2-hf
         -> benchmarks/results/eval_rescore.{json,md}
@@ -57,6 +59,38 @@ def _records(out: Path, task: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
 
 
+def rescore_generations(old_out: Path, new_out: Path) -> list[str]:
+    """The old run's generated outputs scored by this tree's code into ``new_out`` (as run_eval lays it out);
+    returns the log-likelihood tasks, which need a model run."""
+    sys.path.insert(0, str(REPO))
+    from findap_nemo.eval.registry import load_registry, load_examples
+    from findap_nemo.eval.runner import write_jsonl_atomic
+    from findap_nemo.eval.scoring import aggregate, invalid_record, prepare, score_generation
+
+    old_res = json.loads((old_out / "results.json").read_text())
+    registry = load_registry([REPO / "configs" / "eval" / "tasks"])
+    results = {"tasks": {}, "models": {"m": {"tasks": {}}}}
+    loglik = []
+    for name in old_res["tasks"]:
+        task = registry[name]
+        results["tasks"][name] = {"type": task.type}
+        if task.type == "multiple_choice" and task.mc_method == "loglik":
+            loglik.append(name)
+            continue
+        rows, shots = load_examples(task)
+        old = {r["index"]: r for r in _records(old_out, name)}
+        records = []
+        for i, ex in enumerate(rows):
+            prep = prepare(task, ex, i, shots)
+            o = old[i]
+            rec = invalid_record(prep) if prep.error else score_generation(task, prep, o.get("output") or "")
+            records.append(rec)
+        write_jsonl_atomic(new_out / "predictions" / "m" / f"{name}.jsonl", records)
+        results["models"]["m"]["tasks"][name] = aggregate(task, records)
+    (new_out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    return loglik
+
+
 def compare(old_out: Path, new_out: Path) -> dict:
     old_res = json.loads((old_out / "results.json").read_text())
     new_res = json.loads((new_out / "results.json").read_text())
@@ -81,6 +115,7 @@ def compare(old_out: Path, new_out: Path) -> dict:
             "score_old": old_res["models"]["m"]["tasks"].get(task, {}).get("score"),
             "score_new": new_res["models"]["m"]["tasks"][task]["score"],
             "extraction_new": new_res["models"]["m"]["tasks"][task].get("extraction"),
+            "rule_new": new_res["models"]["m"]["tasks"][task].get("rule"),
             "same_outputs": all(by_id.get(r["id"], {}).get("output") == r.get("output") for r in new),
             "changes": changed,
         }
@@ -91,7 +126,8 @@ def markdown(meta: dict, rows: dict) -> str:
     lines = ["# FinEval: answers re-scored by the answer-reading changes", "",
              f"Model `{meta['model']}`, tasks of `configs/eval/demo.yaml` ({meta['overrides'] or 'as shipped'}); "
              f"old code `{meta['old_ref'][:12]}`, new code: working tree of `{meta['new_ref'][:12]}`. "
-             f"Greedy decoding: both runs see the same generations (`same outputs` column).", "",
+             "The old run's generations are scored again by the new code (`same outputs` column); "
+             "log-likelihood tasks are run again.", "",
              "| task | type | n | correct old | correct new | unparsed old | unparsed new | re-scored | same outputs |",
              "|---|---|---|---|---|---|---|---|---|"]
     for t, r in rows.items():
@@ -119,9 +155,21 @@ def main() -> None:
     old_ref = args.old_ref or _git("merge-base", "HEAD", "main")
     old_ref = _git("rev-parse", old_ref)
     work = Path(args.work or tempfile.mkdtemp(prefix="eval_rescore-"))
-    old_tree = _export(old_ref, work / "old_tree")
-    seconds = {"old": _run_eval(old_tree, args.model, work / "old", args.overrides),
-               "new": _run_eval(REPO, args.model, work / "new", args.overrides)}
+    seconds = {}
+    if not (work / "old" / "results.json").is_file():
+        old_tree = work / "old_tree" if (work / "old_tree").is_dir() else _export(old_ref, work / "old_tree")
+        seconds["old"] = _run_eval(old_tree, args.model, work / "old", args.overrides)
+    loglik = rescore_generations(work / "old", work / "new")
+    if loglik:  # option scores change with the normalisation: a model run of just these tasks
+        seconds["new_loglik"] = _run_eval(REPO, args.model, work / "new_loglik",
+                                          args.overrides + [f"tasks=[{','.join(loglik)}]"])
+        res = json.loads((work / "new" / "results.json").read_text())
+        ll = json.loads((work / "new_loglik" / "results.json").read_text())
+        for t in loglik:
+            res["models"]["m"]["tasks"][t] = ll["models"]["m"]["tasks"][t]
+            src = work / "new_loglik" / "predictions" / "m" / f"{t}.jsonl"
+            (work / "new" / "predictions" / "m" / f"{t}.jsonl").write_text(src.read_text())
+        (work / "new" / "results.json").write_text(json.dumps(res, indent=1, default=str))
     rows = compare(work / "old", work / "new")
     meta = {"model": args.model, "old_ref": old_ref, "new_ref": _git("rev-parse", "HEAD"),
             "overrides": " ".join(args.overrides), "seconds": seconds,
