@@ -111,7 +111,9 @@ def test_instruction_rules():
     ("The answer is (b) because ...", "B", "answer_is"),
     ("Answer: A", "A", "answer_is"),
     ("**Answer:** C", "C", "answer_is"),
-    ("the answer is a decline in rates, which is option C", "C", "answer_is"),  # lowercase "a" is not a choice
+    ("the answer is a decline in rates, which is option C", "C", "option_named"),  # lowercase "a" is no choice
+    ("The answer is C. Option B is wrong because ...", "C", "answer_is"),  # an answer phrase beats a mention
+    ("Option A ignores coupons; option B fits.", "B", "option_named"),
     ("The correct option is A because duration is longest", "A", "answer_is"),
     ("I think B is right. Final answer: C.", "C", "answer_is"),
     ("C. increase the variability", "C", "leading_letter"),

@@ -35,7 +35,7 @@ _LABEL_WORDS = r"(?:option|choice|answer)"
 # article in "A decline in rates ...".
 _AFTER_LETTER_OK = {"because", "since", "as", "and", "or", "but", "which", "is", "was", "would", "seems", "for",
                     "with", "so", "here", "above", "below", "only"}
-CHOICE_RULES = ("bracket", "answer_is", "leading_letter", "option_text")
+CHOICE_RULES = ("bracket", "answer_is", "option_named", "leading_letter", "option_text")
 
 
 def _bracket_choice(inner: str, letters: list[str], choices: Optional[list[str]]) -> Optional[str]:
@@ -76,9 +76,11 @@ def _letter_at(text: str, m: re.Match, letters: list[str]) -> Optional[str]:
 
 
 _LETTER = r"(?:[\(\[](?P<enc>[A-Za-z])[\)\]]|(?P<bare>[A-Z])(?![\w'’-]))"
+_SEP = r"(?:\s+(?:is|would\s+be|should\s+be|=))?[\s*]*[:\-]?[\s*]*"
 _ANSWER_IS = re.compile(
-    rf"(?i:\b(?:answer|option|choice)\b(?:\s+(?:is|would\s+be|should\s+be|=))?[\s*]*[:\-]?[\s*]*"
-    rf"(?:(?:option|choice)\s+)?){_LETTER}")
+    rf"(?i:(?:\banswer\b|\b(?:correct|right|best|final)\s+(?:option|choice)\b){_SEP}(?:(?:option|choice)\s+)?)"
+    rf"{_LETTER}")
+_OPTION = re.compile(rf"(?i:\b(?:option|choice)\b[\s*]*[:\-]?[\s*]*){_LETTER}")
 _LEADING = re.compile(rf"^[\s*#>]*(?:{_LETTER})")
 
 
@@ -89,11 +91,12 @@ def extract_choice(output: str, letters: list[str], choices: Optional[list[str]]
     1. ``bracket`` (FinDAP/FinEval's CFA convention): the last ``[[...]]`` that names an option wins. Inside the
        brackets a lone letter of either case counts ("[[b]]"), as do "[[Option B]]", "[[B) 5.2%]]", "[[(B)]]" and
        an option's exact text; brackets naming nothing ("[[X]]", "[[maybe]]") are skipped.
-    2. ``answer_is``: the last "answer is B", "Answer: (B)", "option C", "choice: B".
-    3. ``leading_letter``: the output starts with "B", "(B)", "B.", "B)" or "B:".
-    4. ``option_text``: the whole output equals one option's text (case and punctuation ignored).
+    2. ``answer_is``: the last "answer is B", "Answer: (B)", "the correct option is C", "final choice: B".
+    3. ``option_named``: the last "option C" / "choice B" anywhere (after "answer is" found nothing).
+    4. ``leading_letter``: the output starts with "B", "(B)", "B.", "B)" or "B:".
+    5. ``option_text``: the whole output equals one option's text (case and punctuation ignored).
 
-    In rules 2-3 a letter counts only when it is upper case, or lower case in parentheses/brackets ("(b)"): a
+    In rules 2-4 a letter counts only when it is upper case, or lower case in parentheses/brackets ("(b)"): a
     lower-case word never does ("the answer is a decline ..."). A bare "A" (or "I") followed by a lower-case word is
     the English article ("A decline in rates ...") unless that word is a connective such as "because" or "is".
     With ``bracket_only`` only rule 1 applies. Letters outside ``letters`` never count.
@@ -106,9 +109,10 @@ def extract_choice(output: str, letters: list[str], choices: Optional[list[str]]
         return picks[-1], "bracket"
     if bracket_only:
         return None, "no_bracket"
-    found = [l for l in (_letter_at(output, m, letters) for m in _ANSWER_IS.finditer(output)) if l]
-    if found:
-        return found[-1], "answer_is"
+    for rule, pattern in (("answer_is", _ANSWER_IS), ("option_named", _OPTION)):
+        found = [l for l in (_letter_at(output, m, letters) for m in pattern.finditer(output)) if l]
+        if found:
+            return found[-1], rule
     m = _LEADING.match(output)
     if m:
         letter = _letter_at(output, m, letters)
