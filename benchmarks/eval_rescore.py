@@ -48,9 +48,12 @@ def _run_eval(tree: Path, model: str, out: Path, overrides: list[str]) -> float:
     t0 = time.perf_counter()
     cmd = [sys.executable, "-m", "findap_nemo.cli", "eval", "--config", "configs/eval/demo.yaml",
            f"models.m={model}", f"output_dir={out}", *overrides]
-    proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"eval in {tree} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    log = out.with_name(out.name + ".log")  # a file, not a pipe: the run outlives an interrupted caller
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        code = subprocess.run(cmd, cwd=tree, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        raise SystemExit(f"eval in {tree} failed ({code}); see {log}:\n{log.read_text()[-4000:]}")
     return time.perf_counter() - t0
 
 
