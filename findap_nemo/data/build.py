@@ -17,6 +17,7 @@ only the rest; packing and writing (cheap next to tokenizing) always run again.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import random
