@@ -3,7 +3,8 @@
 The model is evaluated on the shipped demo tasks (configs/eval/demo.yaml) by an older commit (``--old-ref``,
 default: where this branch left main). The generations it wrote are then scored again by the working tree's code
 (same examples, same outputs: only answer reading and scoring differ); log-likelihood tasks, whose per-option
-scores depend on the normalisation, are evaluated again by the working tree. Every example whose status (correct /
+scores depend on the normalisation, are evaluated again by the working tree when they normalise (summed
+log-probs are scored by the same code in both versions and are copied). Every example whose status (correct /
 wrong / unparsed) differs was re-scored by the change. Per task: examples, correct and unparsed before/after,
 re-scored, and the re-scored examples' outputs. An existing ``<work>/old`` run is reused.
 
@@ -78,7 +79,15 @@ def rescore_generations(old_out: Path, new_out: Path) -> list[str]:
         task = registry[name]
         results["tasks"][name] = {"type": task.type}
         if task.type == "multiple_choice" and task.mc_method == "loglik":
-            loglik.append(name)
+            if task.loglik_normalize != "none":  # normalised option scores: the new code needs the raw sums
+                loglik.append(name)
+                continue
+            # summed log-probs: score_loglik's result is the same code path in both versions; records copied
+            src = old_out / "predictions" / "m" / f"{name}.jsonl"
+            dst = new_out / "predictions" / "m" / f"{name}.jsonl"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_text(src.read_text())
+            results["models"]["m"]["tasks"][name] = old_res["models"]["m"]["tasks"][name]
             continue
         rows, shots = load_examples(task)
         old = {r["index"]: r for r in _records(old_out, name)}
