@@ -63,6 +63,23 @@ def _records(out: Path, task: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
 
 
+def merge_runs(parts: list[Path], into: Path) -> Path:
+    """One run folder from the finished tasks (those with a .meta.json) of several runs of the same code, e.g. a
+    slow run split over task subsets; later parts win."""
+    results: dict = {"tasks": {}, "models": {"m": {"tasks": {}}}}
+    for part in parts:
+        for meta_path in sorted((part / "predictions" / "m").glob("*.meta.json")):
+            meta = json.loads(meta_path.read_text())
+            task = meta["task"]
+            dst = into / "predictions" / "m"
+            dst.mkdir(parents=True, exist_ok=True)
+            (dst / f"{task}.jsonl").write_text((meta_path.parent / f"{task}.jsonl").read_text())
+            results["tasks"][task] = {"type": meta["result"]["type"]}
+            results["models"]["m"]["tasks"][task] = meta["result"]
+    (into / "results.json").write_text(json.dumps(results, indent=1))
+    return into
+
+
 def rescore_generations(old_out: Path, new_out: Path) -> list[str]:
     """The old run's generated outputs scored by this tree's code into ``new_out`` (as run_eval lays it out);
     returns the log-likelihood tasks, which need a model run."""
@@ -99,6 +116,7 @@ def rescore_generations(old_out: Path, new_out: Path) -> list[str]:
             records.append(rec)
         write_jsonl_atomic(new_out / "predictions" / "m" / f"{name}.jsonl", records)
         results["models"]["m"]["tasks"][name] = aggregate(task, records)
+    new_out.mkdir(parents=True, exist_ok=True)
     (new_out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     return loglik
 
@@ -139,7 +157,7 @@ def markdown(meta: dict, rows: dict) -> str:
              f"Model `{meta['model']}`, tasks of `configs/eval/demo.yaml` ({meta['overrides'] or 'as shipped'}); "
              f"old code `{meta['old_ref'][:12]}`, new code: working tree of `{meta['new_ref'][:12]}`. "
              "The old run's generations are scored again by the new code (`same outputs` column); "
-             "log-likelihood tasks are run again.", "",
+             "normalised log-likelihood tasks are run again by the new code.", "",
              "| task | type | n | correct old | correct new | unparsed old | unparsed new | re-scored | same outputs |",
              "|---|---|---|---|---|---|---|---|---|"]
     for t, r in rows.items():
@@ -162,27 +180,33 @@ def main() -> None:
     ap.add_argument("--old-ref", default=None, help="git ref of the old code (default: merge-base with main)")
     ap.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     ap.add_argument("--name", default="eval_rescore", help="results file stem under benchmarks/results/")
+    ap.add_argument("--from-partial", action="store_true",
+                    help="merge the finished tasks of <work>/old* runs (a slow old run split over task subsets)")
     ap.add_argument("overrides", nargs="*", help="eval config overrides, e.g. generation.max_new_tokens=null")
     args = ap.parse_args()
     old_ref = args.old_ref or _git("merge-base", "HEAD", "main")
     old_ref = _git("rev-parse", old_ref)
     work = Path(args.work or tempfile.mkdtemp(prefix="eval_rescore-"))
     seconds = {}
-    if not (work / "old" / "results.json").is_file():
+    old_out = work / "old"
+    if args.from_partial:
+        parts = sorted(p for p in work.glob("old*") if p.is_dir() and p.name not in ("old_tree", "old_merged"))
+        old_out = merge_runs(parts, work / "old_merged")
+    elif not (old_out / "results.json").is_file():
         old_tree = work / "old_tree" if (work / "old_tree").is_dir() else _export(old_ref, work / "old_tree")
-        seconds["old"] = _run_eval(old_tree, args.model, work / "old", args.overrides)
-    loglik = rescore_generations(work / "old", work / "new")
+        seconds["old"] = _run_eval(old_tree, args.model, old_out, args.overrides)
+    loglik = rescore_generations(old_out, work / "new")
     if loglik:  # option scores change with the normalisation: a model run of just these tasks
-        seconds["new_loglik"] = _run_eval(REPO, args.model, work / "new_loglik",
-                                          args.overrides + [f"tasks=[{','.join(loglik)}]"])
+        if not all((work / "new_loglik" / "predictions" / "m" / f"{t}.meta.json").is_file() for t in loglik):
+            seconds["new_loglik"] = _run_eval(REPO, args.model, work / "new_loglik",
+                                              args.overrides + [f"tasks=[{','.join(loglik)}]"])
         res = json.loads((work / "new" / "results.json").read_text())
-        ll = json.loads((work / "new_loglik" / "results.json").read_text())
         for t in loglik:
-            res["models"]["m"]["tasks"][t] = ll["models"]["m"]["tasks"][t]
-            src = work / "new_loglik" / "predictions" / "m" / f"{t}.jsonl"
-            (work / "new" / "predictions" / "m" / f"{t}.jsonl").write_text(src.read_text())
+            src = work / "new_loglik" / "predictions" / "m"
+            res["models"]["m"]["tasks"][t] = json.loads((src / f"{t}.meta.json").read_text())["result"]
+            (work / "new" / "predictions" / "m" / f"{t}.jsonl").write_text((src / f"{t}.jsonl").read_text())
         (work / "new" / "results.json").write_text(json.dumps(res, indent=1, default=str))
-    rows = compare(work / "old", work / "new")
+    rows = compare(old_out, work / "new")
     meta = {"model": args.model, "old_ref": old_ref, "new_ref": _git("rev-parse", "HEAD"),
             "overrides": " ".join(args.overrides), "seconds": seconds,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
