@@ -119,6 +119,10 @@ def test_instruction_rules():
     ("C. increase the variability", "C", "leading_letter"),
     ("(A) conflicts of interest", "A", "leading_letter"),
     ("B because the coupon is lowest", "B", "leading_letter"),
+    ("A. shortest maturity\nB. longest maturity and lowest coupon\nC. shortest", None, "none"),  # options echoed
+    ("A. 0.67\nB. 1.50", None, "none"),
+    ("A. 0.67\nB. 1.50\nThe answer is B.", "B", "answer_is"),
+    ("B. longest maturity and lowest coupon\nThis has the highest duration.", "B", "leading_letter"),
     ("longest maturity and lowest coupon", "B", "option_text"),
     ("A decline in rates raises bond prices.", None, "none"),  # the article, not option A
     ("The answer is A decline in rates.", None, "none"),

@@ -82,6 +82,7 @@ _ANSWER_IS = re.compile(
     rf"{_LETTER}")
 _OPTION = re.compile(rf"(?i:\b(?:option|choice)\b[\s*]*[:\-]?[\s*]*){_LETTER}")
 _LEADING = re.compile(rf"^[\s*#>]*(?:{_LETTER})")
+_LISTED = re.compile(r"(?m)^[ \t*#>-]*[\(\[]?([A-Z])[\)\]\.:]")
 
 
 def extract_choice(output: str, letters: list[str], choices: Optional[list[str]] = None,
@@ -93,7 +94,8 @@ def extract_choice(output: str, letters: list[str], choices: Optional[list[str]]
        an option's exact text; brackets naming nothing ("[[X]]", "[[maybe]]") are skipped.
     2. ``answer_is``: the last "answer is B", "Answer: (B)", "the correct option is C", "final choice: B".
     3. ``option_named``: the last "option C" / "choice B" anywhere (after "answer is" found nothing).
-    4. ``leading_letter``: the output starts with "B", "(B)", "B.", "B)" or "B:".
+    4. ``leading_letter``: the output starts with "B", "(B)", "B.", "B)" or "B:", unless lines start with two or
+       more option letters ("A. ...\nB. ...": the options echoed as a list, which selects none of them).
     5. ``option_text``: the whole output equals one option's text (case and punctuation ignored).
 
     In rules 2-4 a letter counts only when it is upper case, or lower case in parentheses/brackets ("(b)"): a
@@ -113,7 +115,8 @@ def extract_choice(output: str, letters: list[str], choices: Optional[list[str]]
         found = [l for l in (_letter_at(output, m, letters) for m in pattern.finditer(output)) if l]
         if found:
             return found[-1], rule
-    m = _LEADING.match(output)
+    listed = {x for x in _LISTED.findall(output) if x in letters}
+    m = _LEADING.match(output) if len(listed) < 2 else None  # "A. ...\nB. ...": the options echoed, no choice
     if m:
         letter = _letter_at(output, m, letters)
         if letter and (m.group("enc") or re.match(r"\s*(?:[\.\):,]|$|\n|[ \t]+\S)", output[m.end():])):
