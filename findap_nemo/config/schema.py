@@ -38,6 +38,10 @@ class ModelConfig:
     hidden_dropout: float = 0.0
     # "auto": Transformer Engine layer spec when TE imports and a GPU is present, else megatron's local spec.
     transformer_impl: str = "auto"
+    # Core attention of the local spec: "sdpa" (torch scaled_dot_product_attention: fused kernels, no [s, s] score
+    # matrix kept) or "unfused" (megatron's DotProductAttention, the numerical reference). Same results; TE layers
+    # bring their own attention and ignore this.
+    attention_backend: str = "sdpa"
     recompute_granularity: Optional[str] = None  # null | selective | full
     recompute_method: Optional[str] = None  # uniform | block (full recompute)
     recompute_num_layers: Optional[int] = None
@@ -224,6 +228,8 @@ def validate_megatron(model: ModelConfig, parallel: ParallelConfig, precision: P
               "half precision training needs a GPU; use auto or fp32 on CPU")
     p.check(model.transformer_impl in ("auto", "local", "transformer_engine"), "model.transformer_impl",
             model.transformer_impl, "use auto, local or transformer_engine")
+    p.check(model.attention_backend in ("sdpa", "unfused"), "model.attention_backend", model.attention_backend,
+            "use sdpa or unfused")
     if model.transformer_impl == "transformer_engine":
         p.check(has_transformer_engine() and has_cuda(), "model.transformer_impl", "transformer_engine",
                 "Transformer Engine is not importable or no GPU is present; use auto")

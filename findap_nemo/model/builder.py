@@ -1,7 +1,8 @@
 """megatron-core GPTModel with the Llama 3 architecture (RMSNorm, SwiGLU, RoPE, GQA, untied embeddings).
 
 Transformer Engine's layer spec is used when TE imports and a GPU is present (needed for FP8), megatron's local
-spec otherwise (CPU, or ``model.transformer_impl=local``).
+spec otherwise (CPU, or ``model.transformer_impl=local``), with SDPA core attention unless
+``model.attention_backend=unfused``.
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ def transformer_config(model: ModelConfig, parallel: ParallelConfig, precision: 
 
 
 def layer_spec(model: ModelConfig, config, vp_stage: int | None = None):
-    """The decoder block spec: TE fused layers on GPU, megatron local layers with our RMSNorm otherwise."""
+    """The decoder block spec: TE fused layers on GPU, megatron local layers with our RMSNorm (and SDPA attention
+    unless ``model.attention_backend=unfused``) otherwise."""
     from megatron.core.models.gpt import gpt_layer_specs
     from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
 
@@ -109,6 +111,10 @@ def layer_spec(model: ModelConfig, config, vp_stage: int | None = None):
     spec = gpt_layer_specs.get_gpt_layer_local_spec(normalization="RMSNorm")
     spec.submodules.input_layernorm = RMSNorm
     spec.submodules.pre_mlp_layernorm = RMSNorm
+    if model.attention_backend == "sdpa":
+        from findap_nemo.model.sdpa_attention import SDPADotProductAttention
+
+        spec.submodules.self_attention.submodules.core_attention = SDPADotProductAttention
     n = get_num_layers_to_build(config, vp_stage=vp_stage)
     return TransformerBlockSubmodules(layer_specs=[spec] * n, layer_norm=RMSNorm)
 

@@ -14,7 +14,7 @@ in-flight micro-batches, the last holds the logits); the larger of the two is wh
 - transient: the largest short-lived buffer: the logits' gradient, or one recomputed group of layers.
 
 Two implementations are modelled: ``te`` (Transformer Engine fused layers + flash attention, the GPU path) and
-``local`` (megatron's local layers with unfused attention: the CPU path, which the tests check tensor-for-tensor
+``local`` (megatron's local layers with SDPA or unfused attention: the CPU path, which the tests check tensor-for-tensor
 against megatron-core's measured saved tensors).
 """
 
@@ -78,8 +78,9 @@ def layer_activation_bytes(model: ModelConfig, layout: Layout, *, seq_length: in
     """Bytes one transformer layer keeps for backward for one micro-batch on one rank (no full recompute).
 
     ``local`` (measured on megatron-core's local spec): each RMSNorm keeps its fp32 input, rstd and normalised
-    output, and the following linear keeps its input; attention keeps q, k and v expanded to all heads, the softmax
-    probabilities [b, heads, s, s] and a boolean mask [s, s], and the context; SwiGLU keeps fc1's output [t, 2 ffn]
+    output, and the following linear keeps its input; unfused attention keeps q, k and v expanded to all heads, the
+    softmax probabilities [b, heads, s, s] and a boolean mask [s, s], and the context; SDPA attention (the default)
+    keeps q, k, v expanded to all heads, the context, one GQA-sized input and the fp32 log-sum-exp per head; SwiGLU keeps fc1's output [t, 2 ffn]
     plus three [t, ffn] tensors. ``te``: fused norm+linear keep input, rstd and the normed input; flash attention
     keeps q, k, v (GQA-sized), the output and fp32 softmax statistics; SwiGLU keeps fc1's output and fc2's input.
     """
@@ -93,10 +94,13 @@ def layer_activation_bytes(model: ModelConfig, layout: Layout, *, seq_length: in
     sp_div = tp if layout.sp else 1  # norm regions are sharded over TP only with sequence parallelism
     if impl == "local":
         norm = (4 * t * h + 4 * t + 2 * ab * t * h) / sp_div
+        unfused = model.attention_backend == "unfused"
         if recompute == "selective":  # core attention checkpointed: keeps q, k, v (GQA-sized) and the context
-            attn = ab * t * (2 * q + 2 * kv) / tp + s * s
-        else:
+            attn = ab * t * (2 * q + 2 * kv) / tp + (s * s if unfused else 0)
+        elif unfused:
             attn = ab * t * 4 * q / tp + ab * layout.micro_batch_size * (a // tp) * s * s + s * s
+        else:  # SDPA: no [s, s] probabilities; an fp32 log-sum-exp per head and token instead
+            attn = ab * t * (4 * q + kv) / tp + 4 * t * a / tp
         mlp = ab * 5 * t * ffn / tp
         return 2 * norm + attn + mlp
     # Transformer Engine: LayerNormLinear keeps input (ab), rsigma (fp32) and ln_out (fp8 under FP8)

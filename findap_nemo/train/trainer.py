@@ -139,6 +139,7 @@ class Trainer:
         from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
         from findap_nemo.model.builder import build_model, params_dtype
+        from findap_nemo.train.fused_adam import use_fused_adam
 
         self.cfg = cfg
         self.name = name
@@ -156,6 +157,7 @@ class Trainer:
                             clip_grad=o.clip_grad, bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
                             params_dtype=dtype, use_distributed_optimizer=cfg.parallel.use_distributed_optimizer),
             self.model)
+        use_fused_adam(self.optimizer)
         iters = cfg.train.train_iters
         warmup = int(round(o.lr_warmup_fraction * iters)) if o.lr_warmup_fraction is not None else o.lr_warmup_iters
         decay = o.lr_decay_iters or iters
