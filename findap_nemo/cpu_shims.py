@@ -91,6 +91,18 @@ class _CpuCuda(types.SimpleNamespace):
         return None
 
     @staticmethod
+    def current_stream(*_a, **_k):
+        """megatron-core 0.19+: ``_ParamAndGradBucketGroup.start_grad_sync`` takes ``torch.cuda.current_stream()``
+        unconditionally (to wait on CUDA-graph replay events) -> "Torch not compiled with CUDA enabled" on a CPU
+        build, "Found no NVIDIA driver" on a CUDA build without a GPU. torch's CPU stream has the same no-op
+        ``wait_event``/``wait_stream``/``record_event``."""
+        return torch.cpu.current_stream()
+
+    @staticmethod
+    def default_stream(*_a, **_k):
+        return torch.cpu.current_stream()
+
+    @staticmethod
     def is_available():
         return False
 
