@@ -18,7 +18,7 @@ EXTRAS = ("test", "gguf")  # the extras scripts/setup.sh installs
 
 def floors(pyproject: Path) -> list[str]:
     project = tomllib.loads(pyproject.read_text())["project"]
-    reqs = list(project["dependencies"]) + [r for e in EXTRAS for r in project["optional-dependencies"][e]]
+    reqs = list(project["dependencies"]) + [r for e in EXTRAS for r in project.get("optional-dependencies", {}).get(e, [])]
     out = []
     for req in reqs:
         m = re.fullmatch(r"\s*([A-Za-z0-9_.\-]+)(\[[^\]]*\])?\s*>=\s*([0-9][^,;\s]*)\s*(,.*)?", req)
