@@ -6,6 +6,11 @@ on a GPU nothing here runs. Every shim names the error it fixes. No other module
 The mechanism for hard-coded devices is module-scoped: each listed megatron module gets a ``torch`` stand-in whose
 ``torch.cuda`` maps device queries/RNG/synchronise to their CPU equivalents and whose tensor factories turn
 ``device='cuda'`` into CPU. Nothing changes for any other module (transformers, the user's code, torch itself).
+
+Versions: every shim here is needed on all tested megatron-core releases (0.16.1 through 0.19.x) unless its
+docstring names a narrower range. The CUDA build of torch without a GPU fails differently from the CPU build
+("Found no NVIDIA driver" instead of "Torch not compiled with CUDA enabled"); the shims cover both. Not a shim:
+megatron-core 0.18+ imports ``triton`` at module level, which scripts/setup.sh installs beside a CPU torch.
 """
 
 from __future__ import annotations
@@ -89,6 +94,18 @@ class _CpuCuda(types.SimpleNamespace):
     @staticmethod
     def synchronize(*_a, **_k):
         return None
+
+    @staticmethod
+    def current_stream(*_a, **_k):
+        """megatron-core 0.19 (not 0.16.1): ``_ParamAndGradBucketGroup.start_grad_sync`` takes ``torch.cuda.current_stream()``
+        unconditionally (to wait on CUDA-graph replay events) -> "Torch not compiled with CUDA enabled" on a CPU
+        build, "Found no NVIDIA driver" on a CUDA build without a GPU. torch's CPU stream has the same no-op
+        ``wait_event``/``wait_stream``/``record_event``."""
+        return torch.cpu.current_stream()
+
+    @staticmethod
+    def default_stream(*_a, **_k):
+        return torch.cpu.current_stream()
 
     @staticmethod
     def is_available():

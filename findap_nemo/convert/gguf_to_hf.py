@@ -96,6 +96,9 @@ def convert_gguf_to_hf(gguf: str, out: str | Path, *, force: bool = False, dtype
 
     start = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    for name, token in _gguf_bos_eos(path).items():
+        if getattr(tok, name) != token:
+            setattr(tok, name, token)
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtypes[dtype])
     hf_to_model_config(clean_hf_config(model.config.to_dict()), f"{path} (architecture)")  # refused before output
     # The weights are now plain tensors; drop the GGUF "quantizer" so save_pretrained writes them as they are.
@@ -124,6 +127,23 @@ def convert_gguf_to_hf(gguf: str, out: str | Path, *, force: bool = False, dtype
     return record
 
 
+def _gguf_bos_eos(path: Path) -> dict[str, str]:
+    """BOS/EOS as the GGUF file declares them. transformers 4.x misreads some GGUF tokenizers' special tokens
+    (SmolLM2's EOS came back as ``<|im_start|>`` under 4.56 instead of the declared ``<|im_end|>``)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    out = {}
+    for name, key in (("bos_token", "tokenizer.ggml.bos_token_id"), ("eos_token", "tokenizer.ggml.eos_token_id")):
+        field = reader.fields.get(key)
+        if field is not None and tokens is not None:
+            tid = int(field.parts[field.data[0]][0])
+            if 0 <= tid < len(tokens.data):
+                out[name] = bytes(tokens.parts[tokens.data[tid]]).decode("utf-8")
+    return out
+
+
 def _portable_tokenizer_config(path: Path, hf_cfg: dict) -> None:
     """Name the tokenizer class every transformers release knows (4.x has no ``TokenizersBackend``) and give it
     the model's context length instead of transformers' 1e30 placeholder."""
@@ -131,6 +151,9 @@ def _portable_tokenizer_config(path: Path, hf_cfg: dict) -> None:
         return
     cfg = json.loads(path.read_text(encoding="utf-8"))
     cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    # A causal LM takes ids and mask only; under transformers 4.x this tokenizer class also emits token_type_ids,
+    # which generate() rejects.
+    cfg["model_input_names"] = ["input_ids", "attention_mask"]
     if hf_cfg.get("max_position_embeddings"):
         cfg["model_max_length"] = int(hf_cfg["max_position_embeddings"])
     for key in ("is_local", "local_files_only", "name_or_path"):

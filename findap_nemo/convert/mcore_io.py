@@ -206,5 +206,13 @@ class DistCheckpointReader:
         return dest[0] if index is not None else dest
 
     def common_state(self) -> dict:
+        """megatron's common (non-sharded) state: a ``common.pt`` file (megatron-core 0.16, and the checkpoints this
+        package writes), or, as megatron-core 0.19 saves it, one ``common_state`` object inside the DCP files."""
         path = self.dir / "common.pt"
-        return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else {}
+        if path.is_file():
+            return torch.load(path, map_location="cpu", weights_only=False)
+        if not any(k.startswith("common_state/") for k in self.metadata.state_dict_metadata):
+            return {}
+        from megatron.core import dist_checkpointing  # knows that object's encoding
+
+        return dist_checkpointing.load_common_state_dict(str(self.dir))
