@@ -7,6 +7,7 @@ appended to ``progress.jsonl`` and flushed, so a killed run resumes where it sto
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -45,8 +46,8 @@ def sample_seed(seed: int, prompt_id: str, purpose: str, index: int = 0) -> int:
     """The sampling seed of one prompt's generation (``purpose``: solve, critique, continuation; ``index``: which
     sample it belongs to). A function of these values only, so a resumed run, whatever its chunks, samples exactly
     what an uninterrupted run samples."""
-    digest = hashlib.sha256(f"{seed}\0{prompt_id}\0{purpose}\0{index}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+    h = hashlib.sha256(f"{seed}\0{prompt_id}\0{purpose}\0{index}".encode()).digest()
+    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
 
 
 def load_progress(path: Path) -> tuple[dict[str, dict], int]:
