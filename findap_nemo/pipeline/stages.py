@@ -65,7 +65,8 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
     if cfg.data.enabled:
         stages.append(Stage(
             "data", "FinTrain data: CPT+IT blend -> Megatron indexed datasets",
-            lambda: _cli("data", cfg.data, f"tokenizer={p.tokenizer}", f"output_dir={p.data}"),
+            lambda: _cli("data", cfg.data, f"tokenizer={p.tokenizer}", f"output_dir={p.data}",
+                         "overwrite=true"),
             lambda: [p.manifest]))
     # The model config (shape, RoPE, vocabulary, tokenizer) travels with the converted weights into train and DPO.
     stages.append(Stage(
