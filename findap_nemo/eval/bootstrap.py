@@ -64,6 +64,11 @@ class _Spec:
     type: str
     primary: str
     metric_names: list[str] = field(default_factory=list)
+    # numeric tasks: aggregate() also states the tolerance rule; a resample only reads the score (correctness was
+    # decided per record with the task's real tolerances), so neutral values do here
+    abs_tol: float = 0.0
+    rel_tol: float = 0.0
+    percent_equivalent: bool = False
 
 
 def task_metric(task_type: str, primary: str) -> Callable[[list[dict]], float]:
