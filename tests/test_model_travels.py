@@ -166,3 +166,16 @@ def test_dpo_and_eval_prompts_use_the_chatml_template(chatml_dir):
     ids = encode_messages(tok, [{"role": "user", "content": "q"}], chat_template=True)
     assert tok.decode(ids) == prompt
     assert np.all(np.asarray(ids) < len(tok))
+
+
+def test_a_null_tokenizer_in_the_file_takes_the_checkpoints(tmp_path, chatml_model):
+    from findap_nemo.dpo.config import DPOJobConfig
+
+    mcore = tmp_path / "mcore"
+    convert_hf_to_mcore(chatml_model, mcore, progress=False)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"prompt": "q", "chosen_response": "a", "rejected_response": "b"}) + "\n")
+    yml = tmp_path / "dpo.yaml"
+    yml.write_text("model:\n  tokenizer: null\ntrain:\n  seq_length: 64\n")
+    cfg = load_config(DPOJobConfig, yml, [f"checkpoint.pretrained={mcore}", f"data.train_file={pairs}"])
+    assert cfg.model.tokenizer == str(mcore.absolute() / "tokenizer") and cfg.model.num_layers == 2

@@ -258,6 +258,8 @@ def _adopt_checkpoint_model(schema: type, cfg: DictConfig, named: list[tuple[str
     out: DictConfig = OmegaConf.merge(OmegaConf.structured(schema), {"model": arch})
     for _, layer in named:
         out = OmegaConf.merge(out, layer)
+    if arch.get("tokenizer") and OmegaConf.select(out, "model.tokenizer") is None:
+        out.model.tokenizer = arch["tokenizer"]  # `tokenizer: null` in a file means "not given": the weights' own
     return out
 
 
