@@ -165,24 +165,11 @@ def train_tokenizer(texts: Iterable[str], out_dir: str | os.PathLike, vocab_size
     Llama 3 Instruct (``chat_format="llama3"``) or of ChatML models such as SmolLM2 (``"chatml"``: no BOS added,
     ``<|im_end|>`` ends turns, ``<|endoftext|>`` ends documents, no pad token, no ``{% generation %}`` block)."""
     if chat_format == "chatml":
-        return _train_chatml_tokenizer(texts, out_dir, vocab_size)
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    tk.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=LLAMA3_SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tk.train_from_iterator(texts, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=BOS, eos_token=EOT, pad_token=PAD,
-                                   model_max_length=131072)
-    fast.chat_template = LLAMA3_CHAT_TEMPLATE
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fast.save_pretrained(str(out))
-    return load_tokenizer(out)
+        return _train_bpe(texts, out_dir, vocab_size, CHATML_SPECIAL_TOKENS, CHATML_CHAT_TEMPLATE,
+                          bos_token="<|im_start|>", eos_token="<|im_end|>", unk_token="<|endoftext|>",
+                          model_max_length=8192)
+    return _train_bpe(texts, out_dir, vocab_size, LLAMA3_SPECIAL_TOKENS, LLAMA3_CHAT_TEMPLATE,
+                      bos_token=BOS, eos_token=EOT, pad_token=PAD, model_max_length=131072)
 
 
 CHATML_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -195,7 +182,9 @@ CHATML_CHAT_TEMPLATE = (
 )
 
 
-def _train_chatml_tokenizer(texts: Iterable[str], out_dir: str | os.PathLike, vocab_size: int):
+def _train_bpe(texts: Iterable[str], out_dir: str | os.PathLike, vocab_size: int, special_tokens: list[str],
+               chat_template: str, **special_kwargs):
+    """A byte-level BPE with the given special tokens and chat template, saved as an HF tokenizer folder."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -203,12 +192,11 @@ def _train_chatml_tokenizer(texts: Iterable[str], out_dir: str | os.PathLike, vo
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
     tk.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=CHATML_SPECIAL_TOKENS,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_tokens,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tk.train_from_iterator(texts, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                   unk_token="<|endoftext|>", model_max_length=8192)
-    fast.chat_template = CHATML_CHAT_TEMPLATE
+    fast = PreTrainedTokenizerFast(tokenizer_object=tk, **special_kwargs)
+    fast.chat_template = chat_template
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(str(out))
