@@ -254,3 +254,26 @@ def test_few_shot_hub_style_source_and_plain_prompts(tiny_hf_model_dir, tmp_path
 def test_hub_registry_parses():
     reg = load_registry([REPO / "configs/eval/fineval_hub"])
     assert reg["fineval_cfa_easy"].bracket_only and reg["fineval_fpb"].source.subset == "FPB"
+
+
+def test_worker_processes_score_exactly_as_one_process(tiny_hf_model_dir, tmp_path):
+    """workers=2 spreads (model, task) units over two spawned processes: the same predictions and scores, one
+    process's share of the CPU threads each; a bad worker setting is refused up front."""
+    from findap_nemo.config import ConfigError
+
+    base = {"models": {"a": str(tiny_hf_model_dir), "b": str(tiny_hf_model_dir)},
+            "tasks": ["fomc", "cfa_easy", "fin_ner"], "limit": 4, "chart": False,
+            "generation": {"max_new_tokens": 5, "batch_size": 4}, "backend": {"kind": "hf", "device": "cpu"}}
+    one = run_eval({**base, "output_dir": str(tmp_path / "one")})
+    two = run_eval({**base, "output_dir": str(tmp_path / "two"), "workers": 2})
+    for model in ("a", "b"):
+        for task in ("fomc", "cfa_easy", "fin_ner"):
+            assert two["models"][model]["tasks"][task]["score"] == one["models"][model]["tasks"][task]["score"]
+            rows = [(tmp_path / d / f"predictions/{model}/{task}.jsonl").read_text().splitlines()
+                    for d in ("one", "two")]
+            assert [json.loads(r).get("output", json.loads(r).get("option_scores")) for r in rows[0]] == \
+                [json.loads(r).get("output", json.loads(r).get("option_scores")) for r in rows[1]]
+    with pytest.raises(ConfigError, match="workers"):
+        run_eval({**base, "output_dir": str(tmp_path / "bad"), "workers": 0})
+    with pytest.raises(ConfigError, match="vLLM batches"):
+        run_eval({**base, "output_dir": str(tmp_path / "bad"), "workers": 2, "backend": {"kind": "vllm"}})

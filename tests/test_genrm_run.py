@@ -243,3 +243,46 @@ def test_killed_and_resumed_run_writes_the_same_pairs(tiny_hf_model_dir, tmp_pat
     assert a and a == b
     samples = lambda d: {r["prompt_id"]: [s["text"] for s in r["samples"]] for r in _lines(d / "progress.jsonl")}  # noqa: E731
     assert samples(full) == samples(split)
+
+
+class PrefixedJudge(HFEngine):
+    """Records the critique requests and answers only what follows the prefilled "First incorrect step:"."""
+
+    seen: list = []
+
+    def generate(self, prompts, *, n=1, **kw):
+        PrefixedJudge.seen.extend(prompts)
+        return [[Completion(" 1\nCorrected step: Current ratio = 450,000 / 300,000 = 1.5.", 5, True)]
+                for _ in prompts]
+
+
+def test_scp_reply_prefix_and_critique_cap(tiny_hf_model_dir, tmp_path):
+    """scp.response_prefix is prefilled after the assistant header and parsed with the reply; with
+    scp.max_critiques_per_prompt=1 only each prompt's worst-judged sample is critiqued."""
+    from findap_nemo.model.hf_tiny import save_random_llama
+
+    judge_dir = save_random_llama(tmp_path / "judge", tiny_hf_model_dir, seed=1)
+    out = tmp_path / "run"
+    PrefixedJudge.seen = []
+
+    def factory(spec):
+        cls = PrefixedJudge if Path(spec.model) == judge_dir else HFEngine
+        return cls(spec.model, device="cpu", dtype="fp32", batch_size=8, max_length=spec.max_length)
+
+    ov = _overrides(tiny_hf_model_dir, out, limit=2, **{"genrm.model": judge_dir, "scp.apply_to": "all",
+                                                         "sampling.num_samples": 3,
+                                                         "scp.max_critiques_per_prompt": 1,
+                                                         "scp.response_prefix": '"First incorrect step:"'})
+    summary = GenRMRun(load_config(GenRMConfig, DEMO, ov), factory).run()
+    recs = _lines(out / "progress.jsonl")
+    tok = HFEngine(str(judge_dir), device="cpu", dtype="fp32").tokenizer
+    prefix = tok.encode("First incorrect step:", add_special_tokens=False)
+    critiqued = [r for r in recs if any(s["fap_status"] == "ok" for s in r["samples"])]
+    assert len(PrefixedJudge.seen) == summary["scp_attempted"] == len(critiqued)  # one per prompt, not three
+    assert all(p[-len(prefix):] == prefix for p in PrefixedJudge.seen)
+    for rec in critiqued:
+        [entry] = rec["scp"]
+        judged = [(s["fap"], i) for i, s in enumerate(rec["samples"]) if s["fap_status"] == "ok"]
+        assert entry["sample"] == min(judged)[1]  # the worst-judged sample
+        assert entry["status"] == "ok" and entry["critique"].startswith("First incorrect step: 1\n")
+    assert summary["scp_corrected"] == len(critiqued)

@@ -136,3 +136,64 @@ def test_a_file_named_by_the_stage_yaml_is_an_input(tmp_path):
     records = Runner(tmp_path / "run").run(_chain(tmp_path, marker)[:1])
     assert marker.read_text().split() == ["a", "a"]
     assert records["a"]["reason"] == f"input changed: {src}"
+
+
+def test_stage_log_is_written_as_the_stage_runs_and_progress_reaches_the_console(tmp_path, capsys):
+    """The stage log is line-buffered (a `tail -f` follows a running stage) and a stage's tqdm bar is echoed to the
+    console, throttled, so a long stage is never silent."""
+    log = tmp_path / "run" / "logs" / "slow.log"
+    out = tmp_path / "slow.out"
+    code = ("import sys, time, pathlib\n"
+            "from tqdm import tqdm\n"
+            "print('first line', flush=True)\n"
+            f"deadline = time.time() + 60\n"
+            f"while 'first line' not in pathlib.Path({str(log)!r}).read_text() and time.time() < deadline:\n"
+            "    time.sleep(0.05)\n"
+            f"seen = 'first line' in pathlib.Path({str(log)!r}).read_text()\n"
+            "for _ in tqdm(range(3), desc='work', file=sys.stdout, mininterval=0):\n"
+            "    pass\n"
+            f"pathlib.Path({str(out)!r}).write_text(str(seen))\n")
+    Runner(tmp_path / "run").run([Stage("slow", "slow stage", lambda: [sys.executable, "-c", code], lambda: [out])])
+    assert out.read_text() == "True"  # the stage read its own first line back from the log while running
+    assert "[slow] work:" in capsys.readouterr().out
+
+
+def test_a_stale_stage_starts_over_and_an_unfinished_one_resumes(tmp_path, capsys):
+    """One meaning of redo: a stage that finished but is stale starts from an empty output folder (no resuming into
+    a checkpoint or GenRM progress of other inputs); a stage that never finished keeps what it left."""
+    marker = tmp_path / "ran.txt"
+    marker.write_text("")
+    Runner(tmp_path / "run").run(_chain(tmp_path, marker))
+    leftover = tmp_path / "run" / "b" / "progress.jsonl"  # e.g. GenRM progress, a checkpoint of b's inputs
+    leftover.write_text("old\n")
+    (tmp_path / "a.yaml").write_text("name: a\nlr: 2\n")  # a changes: b and c are stale
+    capsys.readouterr()
+    Runner(tmp_path / "run").run(_chain(tmp_path, marker))
+    assert not leftover.exists() and f"starting over: removed {tmp_path / 'run' / 'b'}" in capsys.readouterr().out
+    assert (tmp_path / "run" / "b" / "out.txt").is_file()
+
+    # b killed before it finished (no record): the rerun resumes into what it left
+    (tmp_path / "run" / "stages" / "b.json").unlink()
+    leftover.write_text("partial\n")
+    Runner(tmp_path / "run").run(_chain(tmp_path, marker))
+    assert leftover.read_text() == "partial\n"
+    assert outside_untouched(tmp_path)
+
+
+def outside_untouched(tmp_path: Path) -> bool:
+    """Nothing outside the run directory is ever removed (the stage configs live beside it)."""
+    return all((tmp_path / f"{n}.yaml").is_file() for n in "abc")
+
+
+def test_an_output_folder_named_by_the_stage_yaml_is_not_an_input(tmp_path):
+    """`output_dir: runs/genrm` in a stage YAML names where a standalone run writes: its contents changing (another
+    run writing there) must not make the pipeline's stage stale."""
+    marker = tmp_path / "ran.txt"
+    elsewhere = tmp_path / "runs" / "genrm"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "pairs.jsonl").write_text("a\n")
+    (tmp_path / "a.yaml").write_text(f"output_dir: {elsewhere}\ncheckpoint:\n  save: {elsewhere}\n")
+    Runner(tmp_path / "run").run(_chain(tmp_path, marker)[:1])
+    (elsewhere / "pairs.jsonl").write_text("b\n")
+    records = Runner(tmp_path / "run").run(_chain(tmp_path, marker)[:1])
+    assert records["a"]["skipped"] and marker.read_text().split() == ["a"]

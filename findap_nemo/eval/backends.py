@@ -51,7 +51,7 @@ class HFBackend:
 
     def __init__(self, path: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 8,
                  max_length: Optional[int] = None, device_map: Optional[str] = None, seed: int = 0,
-                 tokenizer=None):
+                 tokenizer=None, share_prefix: bool = True):
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -77,15 +77,17 @@ class HFBackend:
             self.device = next(self.model.parameters()).device
         self.model.eval()
         self.batch_size = batch_size
+        self.share_prefix = share_prefix  # prefill each batch's common prompt prefix once (hf_batching)
         cfg_len = getattr(self.model.config, "max_position_embeddings", None) or 4096
         self.max_length = min(max_length or cfg_len, cfg_len)
         self.stop_ids = stop_token_ids(self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
 
-    def _left_pad(self, seqs: list[list[int]]):
-        from findap_nemo.hf_batching import left_pad
+    def _batch(self, seqs: list[list[int]], reserve: int = 1):
+        from findap_nemo.hf_batching import shared_prefix_batch
 
-        return left_pad(seqs, self.pad_id, self.device)
+        return shared_prefix_batch(self.model, seqs, self.pad_id, self.device, reserve=reserve,
+                                   share=self.share_prefix)
 
     def generate(self, prompts: list[list[int]], max_new_tokens: int, progress=None) -> list[Generation]:
         import torch
@@ -96,12 +98,12 @@ class HFBackend:
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             seqs = [prompts[i][-budget:] for i in idx]
-            ids, mask, _ = self._left_pad(seqs)
+            batch = self._batch(seqs)
             with torch.inference_mode():
-                gen = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                gen = self.model.generate(**batch.generate_kwargs(), max_new_tokens=max_new_tokens,
                                           do_sample=False, num_beams=1, eos_token_id=self.stop_ids,
                                           pad_token_id=self.pad_id)
-            new = gen[:, ids.shape[1]:].tolist()
+            new = gen[:, batch.input_ids.shape[1]:].tolist()
             for j, i in enumerate(idx):
                 toks = new[j]
                 cut = next((k for k, t in enumerate(toks) if t in self.stop_ids), len(toks))
@@ -114,6 +116,8 @@ class HFBackend:
 
     def loglik(self, requests: list[tuple[list[int], list[int]]], progress=None) -> list[LoglikResult]:
         import torch
+
+        from findap_nemo.hf_batching import last_logits
 
         out: list[Optional[LoglikResult]] = [None] * len(requests)
         # one-token continuations of the same context (option letters) share a single forward pass
@@ -131,15 +135,9 @@ class HFBackend:
                 seqs.append(full)
                 conts.append(cont)
                 cut.append(len(ctx) + len(cont) > self.max_length)
-            ids, mask, pos = self._left_pad(seqs)
             keep = max(len(c) for c in conts) + 1
-            with torch.inference_mode():
-                try:  # only the continuation's logits: B x keep x vocab, not B x T x vocab
-                    logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                                        logits_to_keep=keep).logits
-                except TypeError:  # transformers < 4.50
-                    logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
-                logits = logits[:, -keep:, :].float()
+            with torch.inference_mode():  # only the continuation's logits: B x keep x vocab, not B x T x vocab
+                logits = last_logits(self.model, self._batch(seqs, reserve=keep), keep).float()
             logp = torch.log_softmax(logits[:, :-1, :], dim=-1)  # position k predicts token k+1 of the kept tail
             for j, i in enumerate(idx):
                 c = conts[j]
@@ -158,19 +156,16 @@ class HFBackend:
         question costs one forward pass instead of k (the same numbers as scoring ctx + letter separately)."""
         import torch
 
+        from findap_nemo.hf_batching import last_logits
+
         by_ctx: dict[tuple, list[int]] = {}
         for i in indices:
             by_ctx.setdefault(tuple(requests[i][0]), []).append(i)
         contexts = sorted(by_ctx, key=len, reverse=True)
         for start in range(0, len(contexts), self.batch_size):
             batch = contexts[start:start + self.batch_size]
-            ids, mask, pos = self._left_pad([list(c) for c in batch])
             with torch.inference_mode():
-                try:
-                    logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                                        logits_to_keep=1).logits
-                except TypeError:  # transformers < 4.50
-                    logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+                logits = last_logits(self.model, self._batch([list(c) for c in batch]), 1)
                 logp = torch.log_softmax(logits[:, -1, :].float(), dim=-1)
             best = logp.argmax(-1).tolist()
             for j, ctx in enumerate(batch):

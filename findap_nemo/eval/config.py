@@ -42,6 +42,9 @@ class EvalConfig:
     overwrite: bool = True  # false: reuse predictions already written for a (model, task) by an identical run
     chart: bool = True  # comparison.png when two or more models are evaluated
     save_prompts: bool = False  # also write each example's full prompt text (as the model saw it) to predictions
+    # (model, task) pairs evaluated by this many processes at once (hf backend): on CPU each takes its share of the
+    # cores (two 1-thread processes outrun one 2-thread process by ~1.5x); on GPUs worker k uses cuda:k
+    workers: int = 1
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
 
@@ -72,4 +75,10 @@ class EvalConfig:
         p.check(b.device == "auto" or b.device == "cpu" or b.device.startswith("cuda"), "backend.device", b.device,
                 "auto, cpu, cuda or cuda:N")
         p.check(b.tensor_parallel_size >= 1, "backend.tensor_parallel_size", b.tensor_parallel_size, ">= 1")
+        p.check(self.workers >= 1, "workers", self.workers, ">= 1")
+        p.check(self.workers == 1 or b.kind != "vllm", "workers", self.workers,
+                "1 with backend.kind=vllm (vLLM batches one model over its GPUs itself; use "
+                "backend.tensor_parallel_size for more GPUs)")
+        p.check(self.workers == 1 or not b.device_map, "workers", self.workers,
+                "1 with backend.device_map (one model spread over every GPU)")
         p.raise_if_any()

@@ -165,6 +165,88 @@ def summarize(task_results: dict[str, dict]) -> tuple[dict[str, float], Optional
     return categories, overall
 
 
+class _UnitEvaluator:
+    """Evaluates (model, task) units, keeping the last model loaded: units arrive model by model, so each model is
+    loaded once per worker. Writes each unit's predictions and meta (atomically) and returns its aggregate."""
+
+    def __init__(self, cfg: EvalConfig, out: Path, device: Optional[str] = None):
+        self.cfg, self.out, self.device = cfg, out, device or cfg.backend.device
+        self.path: Optional[str] = None
+        self.backend = None
+
+    def __call__(self, name: str, path: str, task: TaskSpec, rows: list[dict], shots: list[dict]) -> dict:
+        from findap_nemo.eval.backends import make_backend
+
+        cfg = self.cfg
+        if self.path != path:
+            self.close()
+            t_load = time.perf_counter()
+            self.backend = make_backend(cfg.backend.kind, path, device=self.device, dtype=cfg.backend.dtype,
+                                        batch_size=cfg.generation.batch_size, max_length=cfg.generation.max_length,
+                                        device_map=cfg.backend.device_map, seed=cfg.generation.seed,
+                                        tensor_parallel_size=cfg.backend.tensor_parallel_size,
+                                        gpu_memory_utilization=cfg.backend.gpu_memory_utilization)
+            self.path = path
+            log.info("%s: loaded %s with the %s backend in %.1fs", name, path, self.backend.name,
+                     time.perf_counter() - t_load)
+        records, agg = evaluate_task(self.backend, task, rows, shots, cfg, name)
+        pred_path = self.out / "predictions" / name / f"{task.name}.jsonl"
+        write_jsonl_atomic(pred_path, records)
+        write_atomic(pred_path.with_suffix(".meta.json"), json.dumps(
+            {"fingerprint": _fingerprint(task, cfg, path, rows, shots), "model": path, "task": task.name,
+             "result": agg}, indent=2))
+        return agg
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+        self.backend, self.path = None, None
+
+
+_WORKER: Optional[_UnitEvaluator] = None
+
+
+def _worker_init(cfg: EvalConfig, out: Path, slots, threads: int, level: int) -> None:
+    """A worker process: its share of the CPU threads, or a GPU of its own; the parent's log level."""
+    global _WORKER
+    import torch
+
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s")
+    with slots.get_lock():
+        k = slots.value
+        slots.value += 1
+    torch.set_num_threads(threads)
+    device = cfg.backend.device
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        device = f"cuda:{k % torch.cuda.device_count()}"
+    _WORKER = _UnitEvaluator(cfg, out, device)
+
+
+def _worker_unit(name: str, path: str, task: TaskSpec, rows: list[dict], shots: list[dict]) -> dict:
+    assert _WORKER is not None
+    return _WORKER(name, path, task, rows, shots)
+
+
+def _evaluate_in_workers(cfg: EvalConfig, units, by_name: dict, data: dict, out: Path, done: dict) -> None:
+    """Units over ``cfg.workers`` spawned processes (never forked: torch's thread pools do not survive a fork).
+    A unit that fails fails the run, as it would in one process; the others' predictions are kept for reuse."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from findap_nemo.launch import threads_per_rank
+
+    ctx = mp.get_context("spawn")
+    workers = min(cfg.workers, len(units))
+    threads = threads_per_rank(workers)
+    log.info("%d (model, task) units over %d worker processes, %d CPU thread(s) each", len(units), workers, threads)
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                             initargs=(cfg, out, ctx.Value("i", 0), threads, log.getEffectiveLevel())) as pool:
+        futures = {pool.submit(_worker_unit, name, path, by_name[task], *data[task]): (name, task)
+                   for name, path, task in units}
+        for fut, (name, task) in futures.items():
+            done[name][task] = fut.result()
+
+
 def run_eval(cfg: Any, overrides: Iterable[str] = ()) -> dict:
     """Evaluate ``cfg.models`` on ``cfg.tasks``; write everything to ``cfg.output_dir``; return results.json's dict."""
     from findap_nemo.eval.backends import make_backend
@@ -192,42 +274,35 @@ def run_eval(cfg: Any, overrides: Iterable[str] = ()) -> dict:
         "config": config_to_dict(cfg),
     }
     log.info("evaluating %d model(s) on %d task(s): %s", len(cfg.models), len(tasks), ", ".join(data))
+    done: dict[str, dict[str, dict]] = {name: {} for name in cfg.models}
+    units: list[tuple[str, str, str]] = []  # (model, path, task) still to evaluate, model by model
     for name, path in cfg.models.items():
-        backend = None
-        per_task: dict[str, dict] = {}
-        t_model = time.perf_counter()
         for task in tasks:
             rows, shots = data[task.name]
-            pred_path = out / "predictions" / name / f"{task.name}.jsonl"
-            meta_path = pred_path.with_suffix(".meta.json")
-            fp = _fingerprint(task, cfg, path, rows, shots)
+            meta_path = (out / "predictions" / name / f"{task.name}.jsonl").with_suffix(".meta.json")
+            pred_path = meta_path.with_suffix("").with_suffix(".jsonl")
             if not cfg.overwrite and meta_path.is_file() and pred_path.is_file():
                 meta = json.loads(meta_path.read_text(encoding="utf-8"))
-                if meta.get("fingerprint") == fp:
+                if meta.get("fingerprint") == _fingerprint(task, cfg, path, rows, shots):
                     log.info("%s/%s: reusing %s", name, task.name, pred_path)
-                    per_task[task.name] = meta["result"]
+                    done[name][task.name] = meta["result"]
                     continue
-            if backend is None:
-                t_load = time.perf_counter()
-                backend = make_backend(cfg.backend.kind, path, device=cfg.backend.device, dtype=cfg.backend.dtype,
-                                       batch_size=cfg.generation.batch_size, max_length=cfg.generation.max_length,
-                                       device_map=cfg.backend.device_map, seed=cfg.generation.seed,
-                                       tensor_parallel_size=cfg.backend.tensor_parallel_size,
-                                       gpu_memory_utilization=cfg.backend.gpu_memory_utilization)
-                log.info("%s: loaded %s with the %s backend in %.1fs", name, path, backend.name,
-                         time.perf_counter() - t_load)
-            records, agg = evaluate_task(backend, task, rows, shots, cfg, name)
-            write_jsonl_atomic(pred_path, records)
-            write_atomic(meta_path, json.dumps({"fingerprint": fp, "model": path, "task": task.name,
-                                                "result": agg}, indent=2))
-            per_task[task.name] = agg
+            units.append((name, path, task.name))
+    by_name = {t.name: t for t in tasks}
+    if cfg.workers > 1 and len(units) > 1:
+        _evaluate_in_workers(cfg, units, by_name, data, out, done)
+    else:
+        worker = _UnitEvaluator(cfg, out)
+        for name, path, task_name in units:
+            done[name][task_name] = worker(name, path, by_name[task_name], *data[task_name])
+        worker.close()
+    for name, path in cfg.models.items():
+        per_task = {t.name: done[name][t.name] for t in tasks}
         for task in tasks:  # where the per-item records are, for the bootstrap intervals (relative to output_dir)
             per_task[task.name]["predictions"] = f"predictions/{name}/{task.name}.jsonl"
-        if backend is not None:
-            backend.close()
         categories, overall = summarize(per_task)
         results["models"][name] = {"path": path, "tasks": per_task, "categories": categories, "overall": overall,
-                                   "seconds": round(time.perf_counter() - t_model, 2)}
+                                   "seconds": round(sum(r.get("seconds", 0.0) for r in per_task.values()), 2)}
     add_intervals(results, out)
     write_atomic(out / "results.json", json.dumps(results, indent=2, default=str))
     write_atomic(out / "results.md", results_markdown(results))

@@ -60,6 +60,10 @@ class SCPConfig:
     max_new_tokens: int = 256  # the GenRM's critique (first wrong step + its correction)
     temperature: float = 0.0  # 0: greedy critique
     max_per_prompt: Optional[int] = None  # at most this many SCP pairs per prompt (null: one per corrected sample)
+    max_critiques_per_prompt: Optional[int] = None  # critique at most this many samples per prompt, lowest FAP
+    # score first (null: every eligible sample); critiques are long generations, the costly part of SCP
+    response_prefix: str = ""  # the judge's reply begins with this text (prefilled after the assistant header,
+    # parsed with the critique): e.g. "First incorrect step:" holds a small judge to the reply format
     judge_corrections: bool = True  # FAP-score corrected solutions; pair rewards = the two FAP scores (else 1/0)
 
 
@@ -135,6 +139,8 @@ class GenRMConfig:
         p.check(c.temperature >= 0, "scp.temperature", c.temperature, ">= 0")
         p.check(c.max_per_prompt is None or c.max_per_prompt >= 1, "scp.max_per_prompt", c.max_per_prompt,
                 "null or >= 1")
+        p.check(c.max_critiques_per_prompt is None or c.max_critiques_per_prompt >= 1,
+                "scp.max_critiques_per_prompt", c.max_critiques_per_prompt, "null or >= 1")
         p.check(f.enabled or c.enabled, "fap.enabled/scp.enabled", (f.enabled, c.enabled),
                 "enable at least one pair method")
         b = self.backend

@@ -48,13 +48,54 @@ class _ContextFit:
         return prompt
 
 
+def row_seeds(seed: int, n: int) -> list[int]:
+    """The seeds of a prompt's ``n`` samples: distinct, and fixed by the prompt's seed alone."""
+    return [(seed + k * 0x9E3779B97F4A7C15) % 2**63 for k in range(n)]
+
+
+class RowSeededSampler:
+    """A logits processor that samples every row from its own ``torch.Generator`` (temperature, then top-p: the
+    smallest set of most likely tokens whose mass reaches ``top_p``, as transformers' TopPLogitsWarper keeps) and
+    leaves only the drawn token finite, so greedy decoding emits it. Row k's t-th token depends on its prompt and
+    its seed only, whatever else is in the batch."""
+
+    CANDIDATES = 256  # the nucleus is looked for among the top tokens first; rows whose nucleus is wider sort all
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float):
+        import torch
+
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+        self.temperature = temperature
+        self.top_p = top_p
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1).cpu()
+        out = torch.full_like(scores, float("-inf"))
+        if self.top_p < 1.0:  # top-k then full sort only where needed: a full sort of the vocabulary is slow on CPU
+            top_p, top_i = probs.topk(min(self.CANDIDATES, probs.shape[-1]), dim=-1)
+            wide = (top_p.cumsum(-1) - top_p)[:, -1] < self.top_p  # the last candidate is still in the nucleus
+        for k, gen in enumerate(self.generators):
+            if self.top_p < 1.0:
+                p, idx = probs[k].sort(descending=True) if wide[k] else (top_p[k], top_i[k])
+                p = p[(p.cumsum(0) - p) < self.top_p]
+            else:
+                p, idx = probs[k], None
+            cum = p.double().cumsum(0)
+            u = torch.rand((), generator=gen, dtype=torch.float64) * cum[-1]
+            j = min(int(torch.searchsorted(cum, u, right=True)), len(p) - 1)
+            out[k, j if idx is None else int(idx[j])] = 0.0
+        return out
+
+
 class HFEngine(_ContextFit):
     """``AutoModelForCausalLM.generate`` on left-padded batches (KV cache on), sorted by length to pad little."""
 
     name = "hf"
 
     def __init__(self, path: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16,
-                 max_length: Optional[int] = None, tokenizer=None, **_):
+                 max_length: Optional[int] = None, tokenizer=None, share_prefix: bool = True, **_):
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -71,42 +112,52 @@ class HFEngine(_ContextFit):
         self.model = AutoModelForCausalLM.from_pretrained(path, **{key: _torch_dtype(dtype, self.device.type == "cuda")})
         self.model.to(self.device).eval()
         self.batch_size = batch_size
+        self.share_prefix = share_prefix  # prefill each batch's common prompt prefix once (hf_batching)
         cfg_len = getattr(self.model.config, "max_position_embeddings", None) or 4096
         self.max_length = min(max_length or cfg_len, cfg_len)
         self.stop_ids = stop_token_ids(self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
         self.truncated_prompts = 0  # prompts cut from the left to fit the context (reported in the summary)
 
-    def _left_pad(self, seqs: list[list[int]]):
-        from findap_nemo.hf_batching import left_pad
+    def _batch(self, seqs: list[list[int]]):
+        from findap_nemo.hf_batching import shared_prefix_batch
 
-        return left_pad(seqs, self.pad_id, self.device)
+        return shared_prefix_batch(self.model, seqs, self.pad_id, self.device, share=self.share_prefix)
 
     def generate(self, prompts: list[list[int]], *, n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
                  max_new_tokens: int = 256, seed: int = 0, seeds: Optional[list[int]] = None) -> list[list[Completion]]:
         """``n`` completions per prompt; greedy when temperature is 0. Deterministic for a given seed and batch.
 
-        With ``seeds`` (one per prompt) each prompt is sampled in a call of its own, seeded with its seed: its
-        completions then depend only on the prompt and that seed, not on which prompts share the call."""
+        With ``seeds`` (one per prompt) every sample draws from a random stream of its own (``row_seeds``):
+        its tokens depend only on the prompt and that seed, not on which prompts share the batch (up to the float
+        rounding of padded batches), so batches stay full and a resumed run samples what it would have."""
         import torch
+        from transformers import LogitsProcessorList
 
         torch.manual_seed(seed)
-        per_call = 1 if seeds is not None else max(1, self.batch_size // n)
+        per_call = max(1, self.batch_size // n)
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         out: list[list[Completion]] = [[] for _ in prompts]
         sample = temperature > 0
-        kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if sample else \
-            dict(do_sample=False, temperature=None, top_p=None, top_k=None)
         for start in range(0, len(order), per_call):
             idx = order[start:start + per_call]
-            if seeds is not None:
-                torch.manual_seed(seeds[idx[0]])
-            ids, mask, _ = self._left_pad([self._fit(prompts[i], max_new_tokens) for i in idx])
+            # each prompt n times, in a row: the prompt's prefill is shared by its n samples (and the batch's
+            # common prefix by all), the rows in num_return_sequences' order
+            rows = [self._fit(prompts[i], max_new_tokens) for i in idx for _ in range(n)]
+            if sample and seeds is not None:  # greedy over one-hot scores: the token each row's own stream drew
+                kwargs = dict(do_sample=False, temperature=None, top_p=None, top_k=None,
+                              logits_processor=LogitsProcessorList([RowSeededSampler(
+                                  [s for i in idx for s in row_seeds(seeds[i], n)], temperature, top_p)]))
+            elif sample:
+                kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+            else:
+                kwargs = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+            batch = self._batch(rows)
             with torch.inference_mode():
-                gen = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                          num_return_sequences=n, num_beams=1, eos_token_id=self.stop_ids,
-                                          pad_token_id=self.pad_id, use_cache=True, **kwargs)
-            new = gen[:, ids.shape[1]:].tolist()
+                gen = self.model.generate(**batch.generate_kwargs(), max_new_tokens=max_new_tokens, num_beams=1,
+                                          eos_token_id=self.stop_ids, pad_token_id=self.pad_id, use_cache=True,
+                                          **kwargs)
+            new = gen[:, batch.input_ids.shape[1]:].tolist()
             for j, i in enumerate(idx):
                 for toks in new[j * n:(j + 1) * n]:
                     cut = next((k for k, t in enumerate(toks) if t in self.stop_ids), None)
@@ -123,6 +174,8 @@ class HFEngine(_ContextFit):
         GenRM prompt a prompt's scores do not depend on which other prompts were judged with it."""
         import torch
 
+        from findap_nemo.hf_batching import last_logits
+
         groups = groups if groups is not None else [0] * len(prompts)
         batches = []
         for g in dict.fromkeys(groups):
@@ -130,12 +183,8 @@ class HFEngine(_ContextFit):
             batches += [order[k:k + self.batch_size] for k in range(0, len(order), self.batch_size)]
         out: list[list[float]] = [[] for _ in prompts]
         for idx in batches:
-            ids, mask, pos = self._left_pad([self._fit(prompts[i], 1) for i in idx])
-            with torch.inference_mode():
-                try:  # last position only: B x 1 x vocab, not B x T x vocab
-                    logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits
-                except TypeError:  # transformers < 4.50
-                    logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+            with torch.inference_mode():  # last position only: B x 1 x vocab, not B x T x vocab
+                logits = last_logits(self.model, self._batch([self._fit(prompts[i], 1) for i in idx]), 1)
             logp = torch.log_softmax(logits[:, -1, :].float(), dim=-1)[:, token_ids]
             for j, i in enumerate(idx):
                 out[i] = logp[j].tolist()

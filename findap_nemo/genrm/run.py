@@ -209,9 +209,12 @@ class GenRMRun:
         messages = [self.templates.policy_messages(p, cfg.system_prompt) for p in chunk]
         policy_ids = [encode_chat(ptok, m) for m in messages]
         s = cfg.sampling
+        t0 = time.perf_counter()
         gens = self.policy.generate(policy_ids, n=s.num_samples, temperature=s.temperature, top_p=s.top_p,
                                     max_new_tokens=s.max_new_tokens,
                                     seeds=[sample_seed(s.seed, p.id, "solve") for p in chunk])
+        log.info("sampled %d solutions (%d tokens) in %.1fs", sum(map(len, gens)),
+                 sum(g.num_tokens for o in gens for g in o), time.perf_counter() - t0)
         records = []
         for p, msgs, outs in zip(chunk, messages, gens):
             samples = [{"text": g.text, "num_tokens": g.num_tokens, "finished": g.finished,
@@ -221,14 +224,19 @@ class GenRMRun:
             records.append({"prompt_id": p.id, "prompt": msgs, "reference": p.reference, "samples": samples,
                             "scp": []})
         if cfg.fap.enabled:
+            t0 = time.perf_counter()
             self._fap(chunk, records, jtok)
+            log.info("FAP: judged the finished solutions in %.1fs", time.perf_counter() - t0)
         else:
             for rec in records:
                 for smp in rec["samples"]:
                     if smp["fap_status"] == "pending":
                         smp["fap_status"] = "not_judged"
         if cfg.scp.enabled:
+            t0 = time.perf_counter()
             self._scp(chunk, records, policy_ids, jtok)
+            log.info("SCP: critiques, corrected continuations and their judgements in %.1fs",
+                     time.perf_counter() - t0)
         return records
 
     def _logprobs(self, inputs, cand, groups):
@@ -265,17 +273,25 @@ class GenRMRun:
     def _scp(self, chunk, records, policy_ids, jtok) -> None:
         c = self.cfg.scp
         targets, inputs = [], []
+        reply_start = jtok.encode(c.response_prefix, add_special_tokens=False) if c.response_prefix else []
         for k, (p, rec) in enumerate(zip(chunk, records)):
+            eligible = []
             for i, smp in enumerate(rec["samples"]):
                 if smp["fap_status"] in ("empty", "truncated"):
                     continue
                 if c.apply_to == "rejected" and self.cfg.fap.enabled and \
                         (smp["fap"] is None or smp["fap"] >= c.max_fap_score):
                     continue
-                steps = split_steps(smp["text"])
+                eligible.append(i)
+            if c.max_critiques_per_prompt is not None:  # the worst-judged first: the likeliest to hold an error
+                eligible = sorted(eligible, key=lambda i: (rec["samples"][i]["fap"] is None,
+                                                           rec["samples"][i]["fap"] or 0.0, i))
+                eligible = sorted(eligible[:c.max_critiques_per_prompt])
+            for i in eligible:
+                steps = split_steps(rec["samples"][i]["text"])
                 text = self.templates.fill(self.templates.scp, p.question, format_steps(steps), p.reference)
                 targets.append((k, i, steps))
-                inputs.append(encode_chat(jtok, [{"role": "user", "content": text}]))
+                inputs.append(encode_chat(jtok, [{"role": "user", "content": text}]) + reply_start)
         if not inputs:
             return
         base = self.cfg.sampling.seed
@@ -287,8 +303,9 @@ class GenRMRun:
         for (k, i, steps), [crit] in zip(targets, critiques):
             self.gen_tokens += crit.num_tokens
             rec = records[k]
-            parsed, status = parse_critique(crit.text, steps)
-            entry = {"sample": i, "status": status, "critique": crit.text}
+            critique = c.response_prefix + crit.text
+            parsed, status = parse_critique(critique, steps)
+            entry = {"sample": i, "status": status, "critique": critique}
             rec["scp"].append(entry)
             if parsed is None:
                 continue

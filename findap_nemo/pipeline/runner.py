@@ -10,7 +10,11 @@ three are unchanged and its outputs still exist unmodified:
 * ``upstream``: for every earlier stage whose outputs the command names, that stage's run and its outputs' state,
   so re-running ``train`` (``--force-stage train``) reruns export, GenRM, DPO and eval after it.
 
-Each stage that runs is reported with the reason (``--force``, config changed, upstream reran, ...). Stages run as
+Each stage that runs is reported with the reason (``--force``, config changed, upstream reran, ...). One meaning
+of "redo" for every stage: a stage that finished before but is stale (or forced) starts over, its output folders
+inside the run directory removed first, so no stage resumes into results of other inputs (a trained checkpoint at
+``train_iters``, GenRM progress of another policy); a stage that never finished (killed, failed) resumes from what
+it left. Stages run as
 supervised subprocesses (:mod:`findap_nemo.supervise`): signals to ``findap-nemo run`` reach the running stage, and
 it dies with the runner. A stage that checkpoints after a signal (exit 75) stops the pipeline with exit 75; a
 failing stage stops it with a message naming the stage, its exit code, its log, and how to resume.
@@ -21,6 +25,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -83,8 +88,13 @@ def _paths_in(arg: str) -> list[str]:
     return [value] if os.path.exists(value) else []
 
 
+# keys that name where a stage writes, not what it reads: a stage's own earlier outputs are never its inputs
+OUTPUT_KEYS = frozenset({"output_dir", "save", "out", "output", "log_dir", "tensorboard_dir", "wandb_dir"})
+
+
 def _yaml_paths(path: str) -> list[str]:
-    """Paths named by the string values of a YAML config (data sources, prompt files, eval sets ...)."""
+    """Paths named by the string values of a YAML config (data sources, prompt files, eval sets ...), except the
+    values of output keys (``output_dir``, ``checkpoint.save``, ...)."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
@@ -93,8 +103,9 @@ def _yaml_paths(path: str) -> list[str]:
 
     def walk(v):
         if isinstance(v, dict):
-            for x in v.values():
-                walk(x)
+            for k, x in v.items():
+                if str(k) not in OUTPUT_KEYS:
+                    walk(x)
         elif isinstance(v, list):
             for x in v:
                 walk(x)
@@ -198,6 +209,15 @@ class Runner:
             return "its outputs were modified after it finished"
         return None
 
+    def _start_over(self, stage: Stage) -> None:
+        """Remove a stale stage's output folders (only those inside the run directory) before it runs again."""
+        run = self.run_dir.resolve()
+        for root in dict.fromkeys(_roots(stage)):
+            root = Path(root).resolve()
+            if root != run and _under(str(root), run) and root.exists():
+                shutil.rmtree(root) if root.is_dir() else root.unlink()
+                print(f"      starting over: removed {root}", flush=True)
+
     def is_done(self, stage: Stage, cmd: list[str], earlier: list[Stage] = ()) -> bool:
         return self.why_run(stage, cmd, self.fingerprint(stage, cmd, list(earlier))) is None
 
@@ -215,6 +235,8 @@ class Runner:
                 print(f"{head}: done earlier ({rec['seconds']:.1f}s), inputs unchanged, skipped", flush=True)
                 continue
             print(f"{head}: running ({why}) ... (log: {self.log_path(stage.name)})", flush=True)
+            if why not in RESUMING:
+                self._start_over(stage)
             self.record_path(stage.name).unlink(missing_ok=True)
             t0, cpu0 = time.time(), _children_cpu_seconds()
             code, signals = self._execute(cmd, stage)
@@ -256,21 +278,37 @@ class Runner:
         # No OMP_NUM_THREADS here: single-process stages use every core; multi-rank launchers share them out.
         env = dict(os.environ, PYTHONUNBUFFERED="1", **stage.env)
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
-        with open(self.log_path(stage.name), "w", encoding="utf-8") as log, Supervisor("findap-nemo run") as sup:
+        # line-buffered: `tail -f` on a stage log follows the stage as it runs
+        with open(self.log_path(stage.name), "w", encoding="utf-8", buffering=1) as log, \
+                Supervisor("findap-nemo run") as sup:
             log.write("$ " + " ".join(cmd) + "\n")
             log.flush()
             proc = sup.start(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True, bufsize=1,
                              errors="replace")
             assert proc.stdout is not None
-            for line in proc.stdout:
+            last_bar = float("-inf")  # the first bar at once, then one every BAR_ECHO_SECONDS
+            for line in proc.stdout:  # text mode: tqdm's "\r" redraws arrive as lines of their own
                 log.write(line)
-                if _is_progress(line):
-                    sys.stdout.write("      " + line.strip().split("\r")[-1][:160] + "\n")
+                text = line.strip()
+                if _is_summary(text):
+                    sys.stdout.write("      " + text[:160] + "\n")
+                    sys.stdout.flush()
+                elif _is_bar(text) and time.monotonic() - last_bar >= BAR_ECHO_SECONDS:
+                    last_bar = time.monotonic()
+                    sys.stdout.write(f"      [{stage.name}] {text[:150]}\n")
                     sys.stdout.flush()
             return exit_status(proc.wait()), list(sup.signals)
 
 
-def _is_progress(line: str) -> bool:
-    """Lines worth echoing: a stage's own summaries (its progress bars live in the log)."""
-    s = line.strip()
+RESUMING = ("not run before", "its record is unreadable")  # no finished run on record: resume what is there
+BAR_ECHO_SECONDS = 30  # a stage's progress bar is echoed to the console at most this often (the log has all)
+
+
+def _is_summary(s: str) -> bool:
+    """Lines worth echoing: a stage's own summaries."""
     return bool(s) and (s.startswith("[") and "]" in s[:40]) and "rank" not in s[:8] and "Warning" not in s
+
+
+def _is_bar(s: str) -> bool:
+    """A tqdm progress bar line (``desc:  50%|#####     | 6/12 [02:02<01:57, ...]``)."""
+    return "%|" in s and "/" in s

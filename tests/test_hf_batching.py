@@ -1,0 +1,108 @@
+"""Shared-prefix prefill and per-row seeded sampling (hf_batching, the GenRM engine) on a real tiny HF Llama.
+
+The prefix cache must be an optimisation only: the same logits (to float rounding) and the same greedy tokens as
+plain left-padded batches. Seeded samples must not depend on which prompts share a batch.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from findap_nemo.hf_batching import MIN_SHARED_PREFIX, left_pad, shared_prefix_batch, shared_prefix_len
+
+INSTRUCTION = ("Classify the sentiment of the headline as positive, negative or neutral. "
+               "The company reported quarterly revenue of $4.2 billion. Headline: ")
+HEADLINES = ["Net income fell to $310 million as interest expense rose.",
+             "The Federal Reserve held rates steady.",
+             "EBITDA margin was 18.5%, up 12% year over year, beating estimates by a wide margin.",
+             "Revenue up."]
+
+
+@pytest.fixture(scope="module")
+def model_and_tok(tiny_hf_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from findap_nemo.tokenizer import load_tokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_hf_model_dir, dtype=torch.float32).eval()
+    return model, load_tokenizer(tiny_hf_model_dir)
+
+
+def _prompts(tok):
+    return [tok.encode(INSTRUCTION + h, add_special_tokens=False) for h in HEADLINES]
+
+
+def test_shared_prefix_len_leaves_the_read_positions_out():
+    a, b = list(range(40)), list(range(30)) + [99] * 5
+    assert shared_prefix_len([a, b]) == 30
+    assert shared_prefix_len([a, b], reserve=6) == 29  # b keeps its last 6 tokens outside the prefix
+    assert shared_prefix_len([a, a]) == 39  # identical rows: one token stays to read logits from
+    assert shared_prefix_len([a[:MIN_SHARED_PREFIX - 1] + [1], a[:MIN_SHARED_PREFIX - 1] + [2]]) == 0  # too short
+
+
+def test_prefix_cache_gives_the_logits_of_plain_batches(model_and_tok):
+    model, tok = model_and_tok
+    seqs = _prompts(tok)
+    ids, mask, pos = left_pad(seqs, 0, "cpu")
+    batch = shared_prefix_batch(model, seqs, 0, "cpu", reserve=3)
+    assert batch.prefix_len >= len(tok.encode(INSTRUCTION, add_special_tokens=False)) - 2
+    with torch.inference_mode():
+        plain = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -3:]
+        cached = model(**batch.forward_kwargs()).logits[:, -3:]
+    torch.testing.assert_close(cached, plain, atol=1e-4, rtol=1e-4)
+    # and each row equals its sequence run alone (no padding at all)
+    for k, s in enumerate(seqs):
+        with torch.inference_mode():
+            alone = model(input_ids=torch.tensor([s])).logits[0, -3:]
+        torch.testing.assert_close(cached[k], alone, atol=1e-4, rtol=1e-4)
+
+
+def test_eval_backend_generation_and_loglik_do_not_change_with_the_prefix_cache(tiny_hf_model_dir):
+    from findap_nemo.eval.backends import HFBackend
+
+    shared = HFBackend(str(tiny_hf_model_dir), device="cpu", dtype="fp32", batch_size=4, share_prefix=True)
+    other = HFBackend(str(tiny_hf_model_dir), device="cpu", dtype="fp32", batch_size=4, share_prefix=False)
+    seqs = _prompts(shared.tokenizer)
+    assert [g.text for g in shared.generate(seqs, 8)] == [g.text for g in other.generate(seqs, 8)]
+    reqs = [(s, c) for s in seqs for c in ([5], [7, 9, 11])]
+    for a, b in zip(shared.loglik(reqs), other.loglik(reqs)):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+        assert a.num_tokens == b.num_tokens
+
+
+def test_seeded_samples_do_not_depend_on_batch_mates(tiny_hf_model_dir):
+    from findap_nemo.genrm.engines import HFEngine
+
+    eng = HFEngine(str(tiny_hf_model_dir), device="cpu", dtype="fp32", batch_size=16)
+    seqs = _prompts(eng.tokenizer)
+    kw = dict(n=3, temperature=1.0, top_p=0.95, max_new_tokens=10)
+    together = eng.generate(seqs, seeds=[11, 22, 33, 44], **kw)
+    alone = eng.generate(seqs[2:3], seeds=[33], **kw)
+    reordered = eng.generate([seqs[2], seqs[0]], seeds=[33, 11], **kw)
+    texts = lambda comps: [c.text for c in comps]  # noqa: E731
+    assert texts(together[2]) == texts(alone[0]) == texts(reordered[0])
+    assert texts(together[0]) == texts(reordered[1])
+    assert len(set(texts(together[2]))) > 1  # the n samples of a prompt differ
+    assert texts(eng.generate(seqs[:1], seeds=[12], **kw)[0]) != texts(together[0])  # the seed matters
+
+
+def test_row_seeded_sampler_draws_from_the_tempered_top_p_distribution():
+    from findap_nemo.genrm.engines import RowSeededSampler
+
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, -3.0]])
+    temperature, top_p, draws = 0.7, 0.9, 4000
+    probs = torch.softmax(logits[0] / temperature, -1)
+    order = probs.argsort(descending=True)
+    mass_before = probs[order].cumsum(0) - probs[order]
+    kept = order[mass_before < top_p]
+    expected = torch.zeros_like(probs)
+    expected[kept] = probs[kept] / probs[kept].sum()
+    counts = torch.zeros(5)
+    sampler = RowSeededSampler(list(range(draws)), temperature, top_p)
+    out = sampler(None, logits.expand(draws, -1).clone())
+    assert bool((torch.isfinite(out).sum(-1) == 1).all())  # exactly one token left per row
+    counts += torch.bincount(out.argmax(-1), minlength=5).float()
+    freq = counts / draws
+    assert float(freq[expected == 0].sum()) == 0.0  # nothing outside the nucleus
+    torch.testing.assert_close(freq, expected, atol=0.03, rtol=0)  # ~4 standard errors at 4000 draws
