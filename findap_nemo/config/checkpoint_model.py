@@ -30,9 +30,9 @@ def checkpoint_model(pretrained: str | None) -> tuple[Path, dict[str, Any]] | No
         return None
     from findap_nemo.convert.model_config_io import find_model_config
 
-    root = Path(pretrained)
-    if root.name.startswith("iter_"):
-        root = root.parent
+    from findap_nemo.checkpoint_layout import checkpoint_root
+
+    root = checkpoint_root(pretrained)
     path = find_model_config(root) if root.is_dir() else None
     if path is None:
         return None

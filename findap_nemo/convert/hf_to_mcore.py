@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from findap_nemo.checkpoint_layout import iter_dir, write_tracker
 from findap_nemo.config import ConfigError
 from findap_nemo.convert import layout, names
 from findap_nemo.convert.hf_config import hf_to_model_config, read_hf_config
@@ -131,12 +132,12 @@ def convert_hf_to_mcore(hf_dir: str | Path, out: str | Path, *, force: bool = Fa
 
     start = time.perf_counter()
     with atomic_dir(out) as tmp:
-        ckpt = tmp / "iter_0000000"
+        ckpt = iter_dir(tmp, 0)
         write_dist_checkpoint(
             ckpt, tensors, produce,
             objects={k: [None] for k in names.extra_state_keys(model.num_layers)},
             common={"iteration": 0, "extra": {"converted_from": str(hf_dir.absolute())}})
-        (tmp / "latest_checkpointed_iteration.txt").write_text("0")
+        write_tracker(tmp, 0)
         tok_files = copy_tokenizer_files(hf_dir, tmp / "tokenizer")
         if tok_files:
             model.tokenizer = str(out.absolute() / "tokenizer")

@@ -44,12 +44,12 @@ def parse_size(text: str) -> int:
 
 
 def _find_checkpoint(mcore: Path) -> Path:
-    from findap_nemo.train.checkpointing import latest_checkpoint
+    from findap_nemo.checkpoint_layout import TRACKER, latest_checkpoint
 
     ckpt = latest_checkpoint(mcore)
     if ckpt is None:
         raise ConfigError(f"--mcore {mcore}: no megatron checkpoint found (expected an iter_XXXXXXX folder, or a "
-                          f"folder holding them with latest_checkpointed_iteration.txt)")
+                          f"folder holding them with {TRACKER})")
     return ckpt
 
 

@@ -70,5 +70,6 @@ def pretrained_root(root: Path) -> Path | None:
     pre = (data.get("checkpoint") or {}).get("pretrained") if isinstance(data, dict) else None
     if not pre:
         return None
-    p = Path(pre)
-    return p.parent if p.name.startswith("iter_") else p
+    from findap_nemo.checkpoint_layout import checkpoint_root
+
+    return checkpoint_root(pre)

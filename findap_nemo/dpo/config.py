@@ -109,8 +109,8 @@ class DPOJobConfig:
                 "DPO needs the initial policy (a training or converted megatron checkpoint): it is also the frozen "
                 "reference")
         if c.pretrained:
-            from findap_nemo.train.checkpointing import latest_checkpoint
+            from findap_nemo.checkpoint_layout import TRACKER, latest_checkpoint
 
             p.check(latest_checkpoint(c.pretrained) is not None, "checkpoint.pretrained", c.pretrained,
-                    "no megatron checkpoint there (expected iter_XXXXXXX/ or latest_checkpointed_iteration.txt)")
+                    f"no megatron checkpoint there (expected iter_XXXXXXX/ or {TRACKER})")
         p.raise_if_any()

@@ -39,7 +39,7 @@ def fingerprint(cfg, data_file: str, data_sha: str) -> dict:
     """What the stored log-probs depend on; any change means they must be recomputed: the data, the weights
     (files' sizes/mtimes and the checkpoint's metadata), every tokenizer file (chat template included), the
     sequence length and vocabulary (padded rows are masked, so only the real vocab size matters)."""
-    from findap_nemo.train.checkpointing import latest_checkpoint
+    from findap_nemo.checkpoint_layout import latest_checkpoint
 
     ckpt = latest_checkpoint(cfg.checkpoint.pretrained)
     return {"version": SIDECAR_VERSION, "data_file": os.path.abspath(data_file), "data_sha256": data_sha,

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from findap_nemo.checkpoint_layout import TRACKER
 from findap_nemo.pipeline.config import PipelineConfig, StageSpec
 from findap_nemo.pipeline.runner import Stage
 
@@ -73,7 +74,7 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
         "train", "joint CPT+IT training (megatron-core)",
         lambda: _cli("train", cfg.train, "data.mock=false", f"data.manifest={p.manifest}",
                      f"checkpoint.save={p.train}", f"checkpoint.pretrained={p.base_mcore}"),
-        lambda: [p.train / "latest_checkpointed_iteration.txt"]))
+        lambda: [p.train / TRACKER]))
     stages.append(Stage(
         "export_cptit", "export CPT+IT checkpoint -> HF",
         lambda: _cli("convert", None, "mcore-to-hf", "--mcore", str(p.train), "--out", str(p.cptit_hf),
@@ -91,7 +92,7 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
             "dpo", "DPO (frozen reference = CPT+IT policy)",
             lambda: _cli("dpo", cfg.dpo, f"checkpoint.pretrained={p.train}", f"data.train_file={p.pairs}",
                          f"checkpoint.save={p.dpo}"),
-            lambda: [p.dpo / "latest_checkpointed_iteration.txt"]))
+            lambda: [p.dpo / TRACKER]))
         stages.append(Stage(
             "export_dpo", "export DPO checkpoint -> HF",
             lambda: _cli("convert", None, "mcore-to-hf", "--mcore", str(p.dpo), "--out", str(p.dpo_hf),

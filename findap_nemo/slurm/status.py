@@ -80,12 +80,11 @@ def last_iteration(log_glob: str) -> dict[str, str]:
 
 
 def latest_checkpoint(ckpt_dir: str) -> str:
-    """The iteration in ``latest_checkpointed_iteration.txt`` (what a requeued or resubmitted job resumes from)."""
-    path = Path(ckpt_dir) / "latest_checkpointed_iteration.txt"
-    try:
-        return f"iter {int(path.read_text().strip())} in {ckpt_dir}"
-    except (OSError, ValueError):
-        return ""
+    """The checkpoint a requeued or resubmitted job resumes from (the trainer's own rule), as "iter N in DIR"."""
+    from findap_nemo.checkpoint_layout import iteration_of, latest_checkpoint as latest
+
+    ckpt = latest(ckpt_dir)
+    return f"iter {iteration_of(ckpt)} in {ckpt_dir}" if ckpt is not None else ""
 
 
 def job_rows(record: dict) -> list[dict[str, str]]:

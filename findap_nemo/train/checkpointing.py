@@ -1,9 +1,6 @@
 """megatron dist checkpoints (torch_dist): model, optimizer, scheduler, data position and RNG, written atomically.
 
-Layout (Megatron-LM's, so its tools recognise it)::
-
-    <dir>/iter_0000100/            one checkpoint (dist_checkpointing format, resharding-capable)
-    <dir>/latest_checkpointed_iteration.txt
+Layout: :mod:`findap_nemo.checkpoint_layout` (Megatron-LM's ``iter_XXXXXXX/`` folders and tracker file).
 
 A checkpoint is first written as ``iter_0000100.tmp-<stamp>`` and renamed only after every rank finished, so a crash
 mid-save never leaves a directory that looks complete; the ``latest`` pointer moves last. Model tensors are stored by
@@ -15,45 +12,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import shutil
 import time
 from pathlib import Path
 
 import torch
 
-TRACKER = "latest_checkpointed_iteration.txt"
-_ITER_RE = re.compile(r"^iter_(\d{7})$")
-
-
-def iter_dir(root: str | os.PathLike, iteration: int) -> Path:
-    return Path(root) / f"iter_{iteration:07d}"
-
-
-def list_checkpoints(root: str | os.PathLike) -> list[int]:
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    return sorted(int(m.group(1)) for p in root.iterdir() if p.is_dir() and (m := _ITER_RE.match(p.name)))
-
-
-def latest_checkpoint(root: str | os.PathLike | None) -> Path | None:
-    """The newest complete checkpoint under ``root`` (the tracker file first, else the highest iter_ folder).
-
-    ``root`` may also point at one ``iter_XXXXXXX`` folder directly (e.g. an intermediate checkpoint to export).
-    """
-    if root is None:
-        return None
-    root = Path(root)
-    if _ITER_RE.match(root.name) and (root / "metadata.json").exists():
-        return root
-    tracker = root / TRACKER
-    if tracker.is_file():
-        text = tracker.read_text().strip()
-        if text.isdigit() and iter_dir(root, int(text)).is_dir():
-            return iter_dir(root, int(text))
-    its = list_checkpoints(root)
-    return iter_dir(root, its[-1]) if its else None
+from findap_nemo.checkpoint_layout import TRACKER, iter_dir, latest_checkpoint, list_checkpoints, write_tracker
 
 
 def _rng_state() -> dict:
@@ -167,9 +132,7 @@ def save_checkpoint(root: str | os.PathLike, iteration: int, model_chunks, optim
             if final.exists():  # re-saving the same iteration (e.g. signal right after a periodic save)
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            tracker_tmp = root / (TRACKER + ".tmp")
-            tracker_tmp.write_text(str(iteration))
-            os.replace(tracker_tmp, root / TRACKER)
+            write_tracker(root, iteration)
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as err:  # torch's CheckpointException derives from BaseException

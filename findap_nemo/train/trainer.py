@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from findap_nemo.checkpoint_layout import latest_checkpoint
 from findap_nemo.config.schema import TrainJobConfig
 from findap_nemo.parallel import is_rank0, print_rank0
 from findap_nemo.runtime import EXIT_REQUEUE, has_cuda
@@ -204,7 +205,7 @@ class Trainer:
         """Resume from checkpoint.load / checkpoint.save (latest) if one exists, else start from
         checkpoint.pretrained weights (if given) or the random init."""
         ck = self.cfg.checkpoint
-        source = checkpointing.latest_checkpoint(ck.load) or checkpointing.latest_checkpoint(ck.save)
+        source = latest_checkpoint(ck.load) or latest_checkpoint(ck.save)
         if source is not None and not ck.finetune:
             self.iteration, extra = checkpointing.load_checkpoint(source, self.model, self.optimizer, self.scheduler)
             self.consumed = dict(extra.get("consumed", self.consumed))
