@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -336,19 +337,36 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-@pytest.mark.parametrize("case", ["ENOSPC", "EROFS", "vanished"])
+def _without_root_override() -> list[str]:
+    """A command prefix under which permission bits apply: root drops its capabilities to bypass them."""
+    import shutil
+
+    if os.geteuid() != 0:
+        return []
+    if not shutil.which("setpriv"):
+        pytest.skip("EACCES as root needs setpriv (util-linux) to drop CAP_DAC_OVERRIDE")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
+
+
+@pytest.mark.parametrize("case", ["ENOSPC", "EROFS", "EACCES", "vanished"])
 def test_os_errors_in_the_data_build_are_one_line(tiny_tokenizer_dir, corpus, tmp_path, small_disk, case):
-    """Full disk, read-only disk, output folder deleted mid-build: one line naming the path and the cause; nothing
-    looks complete (no manifest.json in the output, the partial folder keeps its .partial name)."""
+    """Full disk, read-only disk, no permission, output folder deleted mid-build: one line naming the path and the
+    cause; nothing looks complete (no manifest.json in the output, the partial folder keeps its .partial name)."""
     import subprocess
     import sys
 
     from helpers import REPO, env
 
+    prefix: list[str] = []
     if case == "ENOSPC":
         _tmpfs(small_disk, "48k")
     elif case == "EROFS":
         _tmpfs(small_disk, "1m", "ro")
+    elif case == "EACCES":
+        prefix = _without_root_override()
+        small_disk.mkdir()
+        small_disk.chmod(0o555)
     else:
         small_disk.mkdir()
     out = small_disk / "ds"
@@ -363,7 +381,7 @@ def test_os_errors_in_the_data_build_are_one_line(tiny_tokenizer_dir, corpus, tm
         (tmp_path / "slow.jsonl").write_text("".join(json.dumps({"text": f"doc {i} " * 40}) + "\n"
                                                      for i in range(20000)))
     cfg.write_text(yaml.safe_dump(r))
-    proc = subprocess.Popen([sys.executable, "-m", "findap_nemo.cli", "data", "--config", str(cfg)], cwd=REPO,
+    proc = subprocess.Popen([*prefix, sys.executable, "-m", "findap_nemo.cli", "data", "--config", str(cfg)], cwd=REPO,
                             env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if case == "vanished":
         import shutil
@@ -378,7 +396,7 @@ def test_os_errors_in_the_data_build_are_one_line(tiny_tokenizer_dir, corpus, tm
     lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
     assert "Traceback" not in stderr, stderr[-3000:]
     expect = {"ENOSPC": "no space left on the device", "EROFS": "read-only file system",
-              "vanished": "the folder vanished while writing"}[case]
+              "EACCES": "permission denied", "vanished": "the folder vanished while writing"}[case]
     assert lines[-1].startswith("findap-nemo data: cannot write the dataset to ") and expect in lines[-1] \
         and f"({case if case != 'vanished' else 'ENOENT'})" in lines[-1], lines[-1]
     assert str(small_disk) in lines[-1]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -293,9 +294,9 @@ class Runner:
                 if _is_summary(text):
                     sys.stdout.write("      " + text[:160] + "\n")
                     sys.stdout.flush()
-                elif _is_bar(text) and time.monotonic() - last_bar >= BAR_ECHO_SECONDS:
+                elif (bar := _bar(text)) and time.monotonic() - last_bar >= BAR_ECHO_SECONDS:
                     last_bar = time.monotonic()
-                    sys.stdout.write(f"      [{stage.name}] {text[:150]}\n")
+                    sys.stdout.write(f"      [{stage.name}] {bar[:150]}\n")
                     sys.stdout.flush()
             return exit_status(proc.wait()), list(sup.signals)
 
@@ -309,6 +310,11 @@ def _is_summary(s: str) -> bool:
     return bool(s) and (s.startswith("[") and "]" in s[:40]) and "rank" not in s[:8] and "Warning" not in s
 
 
-def _is_bar(s: str) -> bool:
-    """A tqdm progress bar line (``desc:  50%|#####     | 6/12 [02:02<01:57, ...]``)."""
-    return "%|" in s and "/" in s
+_BAR = re.compile(r"\S[^\r\n]*?\d+%\|[^|]*\|\s*\d+/\d+\s*\[[^\]]*\]")
+
+
+def _bar(s: str) -> str:
+    """The tqdm progress bar in a line (``desc:  50%|#####     | 6/12 [02:02<01:57, ...]``), without the warnings
+    that other writers glue to it, or an empty string."""
+    m = _BAR.search(s)
+    return m.group(0) if m else ""
