@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime
 import os
 import random
-import socket
 
 import numpy as np
 import torch
 
 from findap_nemo.config.schema import ParallelConfig
+from findap_nemo.launch import free_port
 
 
 def _env_from_slurm() -> None:
@@ -22,12 +22,6 @@ def _env_from_slurm() -> None:
     os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29500")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def init_distributed(parallel: ParallelConfig, seed: int, *, timeout_minutes: int = 30) -> None:
@@ -48,7 +42,7 @@ def init_distributed(parallel: ParallelConfig, seed: int, *, timeout_minutes: in
     if not torch.distributed.is_initialized():
         if "RANK" not in os.environ:
             os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-                              MASTER_PORT=str(_free_port()))
+                              MASTER_PORT=str(free_port()))
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         torch.distributed.init_process_group(

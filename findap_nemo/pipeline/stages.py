@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -240,6 +239,3 @@ def _blend_rows(manifest: dict) -> list[dict]:
     keys = ("domain", "split", "weight", "packs", "documents", "tokens", "target_tokens", "packing_efficiency")
     return [{k: c.get(k) for k in keys} for c in manifest.get("components", [])]
 
-
-def stage_outputs_json(cfg: PipelineConfig) -> str:
-    return json.dumps({k: str(v) for k, v in vars(Paths(cfg)).items()}, indent=2)

@@ -15,7 +15,6 @@ import math
 import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -35,12 +34,6 @@ class Interrupted(SystemExit):
 
     def __init__(self) -> None:
         super().__init__(EXIT_REQUEUE)
-
-
-@dataclass
-class StepResult:
-    iteration: int
-    metrics: dict[str, float]
 
 
 def default_collate(items: list[dict]) -> dict:
@@ -133,7 +126,7 @@ class Trainer:
     """Train ``model_chunks`` with megatron-core; see the module docstring for the ``forward_step`` contract."""
 
     def __init__(self, cfg: TrainJobConfig, forward_step: ForwardStep, datasets: dict[str, Any], *,
-                 collate_fn: Callable[[list], dict] = default_collate, model_chunks=None, name: str = "train",
+                 collate_fn: Callable[[list], dict] = default_collate, name: str = "train",
                  tokens_per_sample: int | None = None):
         from megatron.core import parallel_state as ps
         from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
@@ -148,8 +141,7 @@ class Trainer:
         self.datasets = datasets
         self.collate_fn = collate_fn
         self.tokens_per_sample = tokens_per_sample or cfg.train.seq_length
-        self.model = model_chunks if model_chunks is not None else build_model(cfg.model, cfg.parallel,
-                                                                               cfg.precision)
+        self.model = build_model(cfg.model, cfg.parallel, cfg.precision)
         dtype = params_dtype(cfg.precision)
         o = cfg.optim
         self.optimizer = get_megatron_optimizer(
