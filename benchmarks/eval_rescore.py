@@ -85,7 +85,7 @@ def rescore_generations(old_out: Path, new_out: Path) -> list[str]:
     returns the log-likelihood tasks, which need a model run."""
     sys.path.insert(0, str(REPO))
     from findap_nemo.eval.registry import load_registry, load_examples
-    from findap_nemo.eval.runner import write_jsonl_atomic
+    from findap_nemo.files import write_jsonl_atomic
     from findap_nemo.eval.scoring import aggregate, invalid_record, prepare, score_generation
 
     old_res = json.loads((old_out / "results.json").read_text())

@@ -37,3 +37,22 @@ def test_one_iteration_folder_names_itself_and_its_root(tmp_path):
     one = _ckpt(tmp_path, 7)
     assert latest_checkpoint(one) == one and iteration_of(one) == 7
     assert checkpoint_root(one) == tmp_path and checkpoint_root(tmp_path) == tmp_path
+
+
+def test_atomic_writes_leave_the_old_file_or_the_new_one(tmp_path, monkeypatch):
+    """findap_nemo.files: a failed write leaves the previous file and no temporary beside it."""
+    import pytest
+
+    from findap_nemo import files
+
+    target = tmp_path / "sub" / "out.json"
+    files.write_json_atomic(target, {"a": 1})
+    assert target.read_text() == '{\n  "a": 1\n}\n'
+
+    def broken(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.os, "replace", broken)
+    with pytest.raises(OSError):
+        files.write_jsonl_atomic(target, [{"a": 2}])
+    assert target.read_text() == '{\n  "a": 1\n}\n' and sorted(p.name for p in target.parent.iterdir()) == ["out.json"]

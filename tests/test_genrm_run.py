@@ -45,7 +45,7 @@ def test_cli_end_to_end_counts_unparsable_judgements(tiny_hf_model_dir, tmp_path
     assert summary["scp_unparsable"] + summary["scp_corrected"] + summary["scp_outcomes"].get("no_error", 0) \
         == summary["scp_attempted"]
     assert summary["throughput"]["generated_tokens"] > 0 and summary["throughput"]["prompts_per_s"] > 0
-    assert (out / "pairs.jsonl").read_text() == "" and not list(out.glob("*.tmp"))
+    assert (out / "pairs.jsonl").read_text() == "" and not list(out.glob("*.tmp*"))
     assert len(_lines(out / "progress.jsonl")) == 3
     assert json.loads(capsys.readouterr().out)["pairs"] == 0
 

@@ -269,8 +269,6 @@ def config_to_dict(cfg: Any) -> dict:
 
 def save_config(cfg: Any, path: str | os.PathLike) -> None:
     """Write the fully resolved config next to a run's outputs (atomically) so it can be reproduced."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
+    from findap_nemo.files import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -190,7 +190,7 @@ def comparison_chart(table: dict, path: Path) -> None:
 
 
 def write_comparison(results: dict, out: Path, chart: bool = True) -> dict:
-    from findap_nemo.eval.runner import write_atomic
+    from findap_nemo.files import write_text_atomic as write_atomic
 
     table = comparison_table(results)
     write_atomic(out / "comparison.json", json.dumps(table, indent=2))
@@ -224,7 +224,7 @@ def merge_results(paths: list[str]) -> dict:
 
 def compare_results_files(paths: list[str], out: Path, chart: bool = True) -> dict:
     """Write results.{json,md} of the merged files and, for two or more models, the comparison."""
-    from findap_nemo.eval.runner import write_atomic
+    from findap_nemo.files import write_text_atomic as write_atomic
 
     merged = merge_results(paths)
     write_atomic(out / "results.json", json.dumps(merged, indent=2, default=str))

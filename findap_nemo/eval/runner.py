@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from findap_nemo.files import write_jsonl_atomic, write_text_atomic as write_atomic
 from findap_nemo.config import ConfigError, config_to_dict, load_config
 from findap_nemo.eval.bootstrap import add_intervals, chance_level
 from findap_nemo.eval.config import EvalConfig
@@ -29,17 +30,6 @@ from findap_nemo.eval.scoring import Prepared, aggregate, invalid_record, prepar
 from findap_nemo.fingerprint import digest, tokenizer_identity, weights_identity
 
 log = logging.getLogger("findap_nemo.eval")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_jsonl_atomic(path: Path, records: Iterable[dict]) -> None:
-    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records))
 
 
 def as_config(cfg: Any, overrides: Iterable[str] = ()) -> EvalConfig:

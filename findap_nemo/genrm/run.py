@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from findap_nemo.files import write_jsonl_atomic, write_text_atomic
 from findap_nemo.config import ConfigError, config_to_dict, save_config
 from findap_nemo.fingerprint import digest, tokenizer_identity, weights_identity
 from findap_nemo.genrm.config import GenRMConfig, ModelSpec, resolve_path
@@ -73,12 +74,6 @@ def load_progress(path: Path) -> tuple[dict[str, dict], int]:
     return done, 0
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 class GenRMRun:
     """One run over a prompts file; engines are loaded lazily so a fully resumed run loads no model."""
 
@@ -120,7 +115,7 @@ class GenRMRun:
                 diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
                 raise ConfigError(f"{progress_path}: holds results of a run with different settings ({diff}); "
                                   "use resume=false to start over or another output_dir")
-        _atomic_write(fp_path, json.dumps(fp, indent=1))
+        write_text_atomic(fp_path, json.dumps(fp, indent=1))
         save_config(cfg, self.out / "config.yaml")
         done, torn = load_progress(progress_path)
         if torn:
@@ -159,7 +154,7 @@ class GenRMRun:
         pairs, pair_counts = build_pairs(records, fap_enabled=cfg.fap.enabled, margin=cfg.fap.margin,
                                          min_chosen_score=cfg.fap.min_chosen_score, scp_enabled=cfg.scp.enabled,
                                          scp_max_per_prompt=cfg.scp.max_per_prompt, models=models)
-        _atomic_write(self.out / "pairs.jsonl", "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
+        write_jsonl_atomic(self.out / "pairs.jsonl", pairs)
         samples = [s for r in records for s in r["samples"]]
         scp = Counter(c["status"] for r in records for c in r.get("scp", []))
         summary = {
@@ -193,7 +188,7 @@ class GenRMRun:
             **models,
             "pairs_file": str(self.out / "pairs.jsonl"),
         }
-        _atomic_write(self.out / "summary.json", json.dumps(summary, indent=2))
+        write_text_atomic(self.out / "summary.json", json.dumps(summary, indent=2))
         return summary
 
     def _truncated(self) -> int:

@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from findap_nemo.files import write_text_atomic
+
 
 def read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
@@ -99,20 +101,16 @@ class Report:
                 data = base64.b64encode(Path(payload).read_bytes()).decode()
                 body.append(f'<p><img alt="{html.escape(Path(payload).stem)}" src="data:image/png;base64,{data}"/></p>')
         md_path, html_path = self.out_dir / "report.md", self.out_dir / "report.html"
-        _atomic_write(md_path, "\n".join(md))
+        write_text_atomic(md_path, "\n".join(md))
         style = ("body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}"
                  "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
                  "text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}"
                  "img{max-width:100%}code{background:#f4f4f4;padding:1px 3px}")
-        _atomic_write(html_path, f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}"
+        write_text_atomic(html_path, f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}"
                                  f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>")
         return md_path, html_path
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _md_to_html(text: str) -> str:

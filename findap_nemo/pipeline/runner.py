@@ -36,6 +36,7 @@ from typing import Callable
 
 import yaml
 
+from findap_nemo.files import write_json_atomic
 from findap_nemo.fingerprint import fingerprint_files, fingerprint_json
 from findap_nemo.runtime import EXIT_REQUEUE
 from findap_nemo.supervise import Supervisor, exit_status
@@ -129,13 +130,6 @@ def _children_cpu_seconds() -> float:
 
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 class Runner:
@@ -264,7 +258,7 @@ class Runner:
                    "parts": parts, "started": t0, "seconds": seconds, "cpu_seconds": round(cpu_seconds, 1),
                    "outputs": outputs,
                    "outputs_fingerprint": fingerprint_files(outputs), "skipped": False, "reason": why}
-            _write_json(self.record_path(stage.name), rec)
+            write_json_atomic(self.record_path(stage.name), rec)
             self.records[stage.name] = rec
             print(f"{head}: done in {seconds:.1f}s ({cpu_seconds:.0f} CPU-s)", flush=True)
             if signals:

@@ -14,6 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from findap_nemo.files import write_text_atomic
 from findap_nemo.config import ConfigError, Problems
 from findap_nemo.slurm.config import ResourcesConfig, SlurmConfig, parse_time
 from findap_nemo.slurm.render import RenderedJob, paths
@@ -153,15 +154,6 @@ def still_active(run_dir: Path, names: list[str]) -> dict[str, tuple[str, str]]:
     return {n: (j, states[j]) for n, j in latest.items() if states.get(j) in ACTIVE_STATES}
 
 
-def _write_atomic(path: Path, text: str, mode: int | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    if mode is not None:
-        tmp.chmod(mode)
-    os.replace(tmp, path)
-
-
 def submit(cfg: SlurmConfig, jobs: list[RenderedJob], *, source: str, extra_args: tuple[str, ...] = (),
            allow_duplicate: bool = False) -> dict:
     """Write the scripts, sbatch them in order (``--dependency=afterok``), record the ids; returns the record."""
@@ -180,7 +172,7 @@ def submit(cfg: SlurmConfig, jobs: list[RenderedJob], *, source: str, extra_args
     record = {"submitted_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "source": source, "jobs": []}
     for j in jobs:
-        _write_atomic(j.script_path, j.script, 0o755)
+        write_text_atomic(j.script_path, j.script, mode=0o755)
         cmd = ["sbatch", "--parsable"]
         if j.depends_on:
             cmd += [f"--dependency=afterok:{':'.join(ids[d] for d in j.depends_on)}", "--kill-on-invalid-dep=yes"]
@@ -209,7 +201,7 @@ def _save_record(scripts_dir: Path, record: dict) -> None:
     path = scripts_dir / "jobs.json"
     history = load_records(path.parent.parent) if path.is_file() else []
     history.append(record)
-    _write_atomic(path, json.dumps(history, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(history, indent=2) + "\n")
 
 
 def load_records(run_dir: str | os.PathLike) -> list[dict]:
