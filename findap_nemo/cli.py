@@ -34,7 +34,7 @@ def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
         prog="findap-nemo",
         description="Domain-adaptive post-training for financial LLMs (FinDAP recipe) on megatron-core.",
         epilog="Run `findap-nemo <stage> --help` for a stage's options. Configs are YAML; any key can be "
-        "overridden on the command line as a dotted assignment, e.g. `train.lr=1e-5 parallel.tensor_model_parallel_size=2`.",
+        "overridden on the command line as a dotted assignment, e.g. `optim.lr=1e-5 parallel.tensor_model_parallel_size=2`.",
         formatter_class=_LazyHelpFormatter,
     )
     from findap_nemo import __version__
@@ -53,9 +53,13 @@ def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
 SIGNAL_CHECKPOINT_STAGES = {"train", "dpo"}
 """Stages that answer SIGTERM/SIGUSR1 with a checkpoint and exit 75 (the signal is noted from the very start)."""
 
-# Known, harmless notices from megatron-core on machines without apex/TE; hidden so real warnings stand out.
+# Known, harmless notices from megatron-core on machines without apex/TE, and deprecations inside torch that
+# megatron-core's checkpointing and distributed optimizer trigger (nothing a user can act on; each rank printed them
+# on every save and step); hidden so real warnings stand out.
 _QUIET = r".*(Apex is not installed|Transformer Engine and Apex are not installed|full scope is deprecated|" \
-         r"Transformer Engine is not installed).*"
+         r"Transformer Engine is not installed|`load_state_dict` is deprecated|deprecating ShardedTensor|" \
+         r"`torch\.distributed\.(reduce_scatter_tensor|all_gather_into_tensor)` is deprecated|" \
+         r"\.grad attribute of a Tensor that is not a leaf Tensor is being accessed).*"
 
 
 def main(argv: list[str] | None = None) -> int:

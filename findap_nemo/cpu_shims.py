@@ -214,8 +214,8 @@ def _rng_state_setter():
 
 
 def _own_step_per_param():
-    """Two problems of megatron's distributed optimizer with plain torch Adam (apex/TE FusedAdam keep no per-param
-    'step'), i.e. on the CPU path.
+    """Three problems of megatron's distributed optimizer with plain torch Adam (apex/TE FusedAdam keep no per-param
+    'step') and fp32 main params, i.e. on the CPU path.
 
     With torch.optim.Adam (no apex/TE fused Adam), ``DistributedOptimizer.load_state_dict`` assigns ONE shared
     ``step`` tensor to every param's state; Adam then increments it once per param per step, so after a resume the
@@ -238,17 +238,21 @@ def _own_step_per_param():
     load_state_dict._findap_cpu_shim = True
     cls.load_state_dict = load_state_dict
 
-    # Loading 'fully_reshardable' optimizer state hands over exp_avg/exp_avg_sq/param but (deliberately) not the
-    # torch-Adam-only 'step', and ``_set_main_param_and_optimizer_states`` then fails with KeyError: 'step' while
-    # copying every key of the live state. Keep the live step (it is restored from param_groups separately).
+    # The torch-Adam-only 'step' is restored from param_groups before the param state is set, and the param-state
+    # formats get it wrong: 'fully_reshardable' hands over no 'step' (KeyError: 'step' while copying every key of
+    # the live state), 'dp_reshardable' hands over the pre-load step object (0 for a fresh optimizer), which would
+    # reset Adam's bias correction on resume. Keep the live, just-restored step in both cases.
+    # Loading 'dp_reshardable' state copies into the main params, which in fp32 training (no fp16/bf16 wrapper,
+    # i.e. on CPU) are views of the model's leaf parameters: "a view of a leaf Variable that requires grad is being
+    # used in an in-place operation". The copy is a load, not a computation: it runs without autograd.
     set_states = cls._set_main_param_and_optimizer_states
 
     def _set_main_param_and_optimizer_states(self, model_param, tensors):
-        if "step" not in tensors:
-            current = self._get_main_param_and_optimizer_states(model_param)
-            if "step" in current:
-                tensors = {**tensors, "step": current["step"]}
-        return set_states(self, model_param, tensors)
+        current = self._get_main_param_and_optimizer_states(model_param)
+        if "step" in current:
+            tensors = {**tensors, "step": current["step"]}
+        with torch.no_grad():
+            return set_states(self, model_param, tensors)
 
     cls._set_main_param_and_optimizer_states = _set_main_param_and_optimizer_states
 

@@ -96,3 +96,70 @@ def shared_prefix_batch(model, seqs: list[list[int]], pad_id: int, device, *, re
 def last_logits(model, batch: SharedPrefixBatch, keep: int):
     """Logits of the last ``keep`` positions of every row (B x keep x vocab), not of the whole batch."""
     return model(**batch.forward_kwargs(), logits_to_keep=keep).logits[:, -keep:, :]
+
+
+# generation_config fields that change which token greedy decoding picks: a model that sets any of them is decoded
+# by ``generate`` itself, which applies them.
+_GREEDY_ALTERING = ("repetition_penalty", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bad_words_ids",
+                    "suppress_tokens", "begin_suppress_tokens", "forced_bos_token_id", "forced_eos_token_id",
+                    "sequence_bias", "min_length", "min_new_tokens", "exponential_decay_length_penalty",
+                    "renormalize_logits", "forced_decoder_ids", "watermarking_config")
+
+
+def plain_greedy(model) -> bool:
+    """True when the model's generation_config leaves greedy decoding as plain argmax (what :func:`decode`
+    does): every field that would add a logits processor (repetition penalty, suppressed tokens, a minimum length,
+    ...) is at transformers' default."""
+    from transformers import GenerationConfig
+
+    gc = getattr(model, "generation_config", None)
+    if gc is None:
+        return True
+    default = GenerationConfig()
+    return all(getattr(gc, key, None) == getattr(default, key, None) for key in _GREEDY_ALTERING)
+
+
+def decode(model, batch: SharedPrefixBatch, max_new_tokens: int, stop_ids: list[int], pick=None) -> list[list[int]]:
+    """Decoding that takes each row out of the batch as soon as it stops (a stop token), instead of computing it
+    until the slowest row is done as ``generate`` does: a batch of short answers with a few long ones costs about
+    its answers' tokens, not rows x the longest answer. Returns each row's new tokens, its stop token last if it
+    stopped (as ``generate`` leaves them).
+
+    ``pick(logits, rows)`` chooses the next token of every row still in the batch (``rows``: their indices in the
+    original batch, for per-row random streams); argmax by default, which gives ``generate(do_sample=False)``'s
+    tokens for a :func:`plain_greedy` model (tested)."""
+    import torch
+
+    key = cache_kwarg(model)
+    cache = batch.cache_kwargs.get(key)
+    if cache is None:
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+    pick = pick or (lambda logits, rows: logits.argmax(-1))
+    mask, pos = batch.attention_mask, batch.suffix_positions[:, -1:]
+    stop = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=mask.device)
+    rows = torch.arange(mask.shape[0], device=mask.device)  # batch position -> original row
+    out: list[list[int]] = [[] for _ in range(mask.shape[0])]
+    if max_new_tokens < 1:
+        return out
+    with torch.inference_mode():
+        first = dict(input_ids=batch.suffix_ids, attention_mask=mask, position_ids=batch.suffix_positions,
+                     **{key: cache})
+        logits = model(**first, use_cache=True, logits_to_keep=1).logits[:, -1]
+        for step in range(max_new_tokens):
+            nxt = pick(logits, rows).to(mask.device)
+            going = ~torch.isin(nxt, stop)
+            for r, t in zip(rows.tolist(), nxt.tolist()):
+                out[r].append(t)
+            if step == max_new_tokens - 1 or not bool(going.any()):
+                break
+            if not bool(going.all()):  # drop the rows that stopped, from the KV cache too
+                keep = going.nonzero().squeeze(-1)
+                cache.batch_select_indices(keep)
+                rows, mask, pos, nxt = rows[keep], mask[keep], pos[keep], nxt[keep]
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+            pos = pos + 1
+            logits = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, use_cache=True,
+                           logits_to_keep=1, **{key: cache}).logits[:, -1]
+    return out

@@ -277,3 +277,22 @@ def test_worker_processes_score_exactly_as_one_process(tiny_hf_model_dir, tmp_pa
         run_eval({**base, "output_dir": str(tmp_path / "bad"), "workers": 0})
     with pytest.raises(ConfigError, match="vLLM batches"):
         run_eval({**base, "output_dir": str(tmp_path / "bad"), "workers": 2, "backend": {"kind": "vllm"}})
+
+
+def test_costly_units_are_scheduled_first():
+    """Workers take (model, task) units longest first: decoding budgets count, loglik tasks cost their prompts."""
+    from findap_nemo.eval.registry import load_examples
+    from findap_nemo.eval.config import EvalConfig
+    from findap_nemo.eval.runner import _unit_cost
+
+    cfg = EvalConfig(tasks=["headline", "fin_ner", "arc_easy"])
+    tasks = {t.name: t for t in select_tasks(load_registry([REPO / "configs/eval/tasks"]), cfg.tasks)}
+    rows = {name: load_examples(t)[0][:50] for name, t in tasks.items()}
+    cost = {name: _unit_cost(t, rows[name], cfg) for name, t in tasks.items()}
+    text = {name: sum(len(json.dumps(r, ensure_ascii=False)) for r in rows[name]) / 4 for name in tasks}
+    assert cost["arc_easy"] == text["arc_easy"]  # loglik: no decoding
+    assert cost["fin_ner"] == text["fin_ner"] + 50 * tasks["fin_ner"].max_new_tokens
+    assert cost["fin_ner"] > cost["headline"]
+    longer = EvalConfig(tasks=["headline"])
+    longer.generation.max_new_tokens = 500
+    assert _unit_cost(tasks["headline"], rows["headline"], longer) == text["headline"] + 50 * 500

@@ -85,6 +85,16 @@ def test_seeded_samples_do_not_depend_on_batch_mates(tiny_hf_model_dir):
     assert texts(together[0]) == texts(reordered[1])
     assert len(set(texts(together[2]))) > 1  # the n samples of a prompt differ
     assert texts(eng.generate(seqs[:1], seeds=[12], **kw)[0]) != texts(together[0])  # the seed matters
+    # rows leaving the batch as they stop (the default) draw what generate() with the sampler as a logits
+    # processor draws; stopping early is what makes rows leave, so stop on a token the samples use
+    stop = eng.tokenizer.encode(together[1][0].text, add_special_tokens=False)[1]
+    eng.stop_ids = [*eng.stop_ids, stop]
+    plain = HFEngine(str(tiny_hf_model_dir), device="cpu", dtype="fp32", batch_size=16, drop_finished=False)
+    plain.stop_ids = eng.stop_ids
+    dropped, kept = eng.generate(seqs, seeds=[11, 22, 33, 44], **kw), plain.generate(seqs, seeds=[11, 22, 33, 44], **kw)
+    assert [texts(c) for c in dropped] == [texts(c) for c in kept]
+    assert [[c.finished for c in p] for p in dropped] == [[c.finished for c in p] for p in kept]
+    assert any(c.finished for p in dropped for c in p) and not all(c.finished for p in dropped for c in p)
 
 
 def test_row_seeded_sampler_draws_from_the_tempered_top_p_distribution():
@@ -106,3 +116,39 @@ def test_row_seeded_sampler_draws_from_the_tempered_top_p_distribution():
     freq = counts / draws
     assert float(freq[expected == 0].sum()) == 0.0  # nothing outside the nucleus
     torch.testing.assert_close(freq, expected, atol=0.03, rtol=0)  # ~4 standard errors at 4000 draws
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_decode_with_rows_leaving_matches_greedy_generate(model_and_tok, share):
+    """Rows that stop leave the batch (and the KV cache); every row still gets generate()'s greedy tokens. Stop
+    tokens are picked from generate's own outputs so that rows stop at different steps."""
+    from findap_nemo.hf_batching import decode, plain_greedy
+
+    model, tok = model_and_tok
+    assert plain_greedy(model)
+    seqs = _prompts(tok) + [tok.encode("Revenue up", add_special_tokens=False)]
+    batch = lambda: shared_prefix_batch(model, seqs, 0, "cpu", share=share)  # noqa: E731 - a fresh cache each
+    with torch.inference_mode():
+        free = model.generate(**batch().generate_kwargs(), max_new_tokens=12, do_sample=False, pad_token_id=0,
+                              eos_token_id=None)[:, -12:].tolist()
+    stops = sorted({free[0][2], free[2][6], free[3][0]})  # row 3 stops at once, rows 0 and 2 on the way
+    with torch.inference_mode():
+        ref = model.generate(**batch().generate_kwargs(), max_new_tokens=12, do_sample=False, pad_token_id=0,
+                             eos_token_id=stops)[:, -12:].tolist()
+    expected = [r[:next((k + 1 for k, t in enumerate(r) if t in stops), len(r))] for r in ref]  # stop kept
+    got = decode(model, batch(), 12, stops)
+    assert got == expected
+    assert len({len(g) for g in got}) >= 3 and min(len(g) for g in got) < 12  # rows really stopped apart
+    assert decode(model, batch(), 1, stops) == [e[:1] for e in expected]
+
+
+def test_processor_settings_keep_generate(tiny_hf_model_dir):
+    """A generation_config with a logits processor (here a repetition penalty) is decoded by generate()."""
+    from findap_nemo.eval.backends import HFBackend
+
+    be = HFBackend(str(tiny_hf_model_dir), device="cpu", dtype="fp32", batch_size=4)
+    assert be.drop_finished
+    be.model.generation_config.repetition_penalty = 1.3
+    from findap_nemo.hf_batching import plain_greedy
+
+    assert not plain_greedy(be.model)

@@ -197,6 +197,30 @@ def test_resume_in_another_layout(init_ckpt, reference, tmp_path):
 
 
 @pytest.mark.slow
+def test_dp_reshardable_optimizer_resumes_at_its_layout_only(init_ckpt, reference, tmp_path):
+    """The faster optimizer format (no gather on save) resumes a DP2 run on TP1's curve, and a resume at another
+    TP/PP is refused up front with the ways out, not with a shape error deep in megatron."""
+    save = tmp_path / "run"
+    base = [*CONFIG, *COMMON, f"train.train_iters={ITERS}", f"checkpoint.save={save}",
+            f"checkpoint.pretrained={init_ckpt}", "parallel.use_distributed_optimizer=true",
+            "checkpoint.optimizer_sharding=dp_reshardable"]
+    cli("train", "--nproc-per-node", "2", *base, f"train.exit_interval={ITERS // 2}")
+    refused = cli("train", "--nproc-per-node", "2", *base, "parallel.tensor_model_parallel_size=2", check=False)
+    assert refused.returncode != 0
+    assert "saved dp_reshardable at PP1 x TP1 and resumes only at that layout" in refused.stderr, refused.stderr[-3000:]
+    assert "checkpoint.optimizer_sharding=fully_reshardable" in refused.stderr
+    cli("train", "--nproc-per-node", "2", *base)
+    losses = [m["lm_loss"] for m in metrics(save / "metrics.jsonl")]
+    assert losses == pytest.approx(reference, rel=2e-5, abs=2e-5)
+
+
+def test_optimizer_sharding_is_validated():
+    proc = cli("train", *CONFIG, *COMMON, "checkpoint.optimizer_sharding=dp_zero", check=False)
+    assert proc.returncode != 0 and "checkpoint.optimizer_sharding" in proc.stderr
+    assert "fully_reshardable" in proc.stderr and "dp_reshardable" in proc.stderr
+
+
+@pytest.mark.slow
 def test_tied_embeddings_across_pipeline_match_tp1(tmp_path):
     """Tied input/output embeddings with PP2: megatron keeps a copy on the last stage and syncs it and its grads."""
     tied = "model.untie_embeddings_and_output_weights=false"
@@ -232,3 +256,5 @@ def test_sigterm_to_every_process_still_checkpoints(tmp_path):
     assert last == len(metrics(save / "metrics.jsonl")) > 2, out[-2000:]
     assert (save / f"iter_{last:07d}" / "metadata.json").exists()
     assert not list(save.glob("iter_*.tmp-*"))
+    kept = sorted(p.name for p in save.glob("iter_*"))  # checkpoint.keep_last: 2 in the tiny config
+    assert len(kept) == 2 and kept[-1] == f"iter_{last:07d}", kept

@@ -50,7 +50,7 @@ def parse_overrides(overrides: Iterable[str]) -> list[str]:
     out = []
     for item in overrides:
         if "=" not in item or item.startswith("="):
-            raise ConfigError(f"override {item!r}: expected a dotted assignment such as `train.lr=1e-5`")
+            raise ConfigError(f"override {item!r}: expected a dotted assignment such as `optim.lr=1e-5`")
         out.append(item)
     return out
 
@@ -190,7 +190,7 @@ def load_config(schema: type[T], path: str | os.PathLike | None = None, override
     for item in overrides:
         if "=" not in item or item.startswith("="):
             problems.append(f"override {item!r} ({COMMAND_LINE}): expected a dotted assignment such as "
-                            f"`train.lr=1e-5`")
+                            f"`optim.lr=1e-5`")
             continue
         try:
             dot = OmegaConf.to_container(OmegaConf.merge(dot, OmegaConf.from_dotlist([item])))  # type: ignore

@@ -113,7 +113,13 @@ class CheckpointConfig:
     save_interval: Optional[int] = 1000
     keep_last: Optional[int] = 2  # delete older checkpoints; null keeps all
     save_on_signal: bool = True  # SIGUSR1/SIGTERM -> save at the next step boundary and exit (SLURM preemption)
-    save_optimizer: bool = True
+    save_optimizer: bool = True  # false: weights only (Megatron-LM's --no-save-optim); a resume restarts Adam
+    # How the distributed optimizer's state is written (megatron's distrib_optim_sharding_type):
+    #   fully_reshardable: gathered per DP group into per-parameter tensors; resumes at any TP/PP/DP layout.
+    #   dp_reshardable:    each rank writes its own flat shards, no gather (2.6x faster to save the main job's
+    #                      135M model on CPU); resumes at the same TP/PP, any DP. Megatron-LM's default.
+    # A checkpoint records its format, so loading needs no setting.
+    optimizer_sharding: str = "fully_reshardable"
     finetune: bool = False  # load weights only, reset optimizer/iteration (e.g. DPO from a CPT+IT checkpoint)
 
 
@@ -242,10 +248,19 @@ def validate_megatron(model: ModelConfig, parallel: ParallelConfig, precision: P
     return p
 
 
+OPTIMIZER_SHARDINGS = ("fully_reshardable", "dp_reshardable")
+
+
 def validate_training(model: ModelConfig, parallel: ParallelConfig, precision: PrecisionConfig,
-                      optim: OptimConfig, sched: ScheduleConfig, world_size: int | None = None) -> Problems:
-    """:func:`validate_megatron` plus the optimizer/schedule checks every training stage (train, dpo) shares."""
+                      optim: OptimConfig, sched: ScheduleConfig, world_size: int | None = None,
+                      checkpoint: CheckpointConfig | None = None) -> Problems:
+    """:func:`validate_megatron` plus the optimizer/schedule/checkpoint checks every training stage (train, dpo)
+    shares."""
     p = validate_megatron(model, parallel, precision, sched, world_size)
+    if checkpoint is not None:
+        p.check(checkpoint.optimizer_sharding in OPTIMIZER_SHARDINGS, "checkpoint.optimizer_sharding",
+                checkpoint.optimizer_sharding, f"use one of {list(OPTIMIZER_SHARDINGS)} (fully_reshardable resumes "
+                "at any layout, dp_reshardable saves faster and resumes at the same TP/PP)")
     p.check(sched.train_iters >= 1, "train.train_iters", sched.train_iters, "must be >= 1")
     p.check(optim.lr > 0, "optim.lr", optim.lr, "must be > 0")
     p.check(optim.lr_decay_style in ("cosine", "linear", "constant"), "optim.lr_decay_style",
@@ -267,7 +282,8 @@ class TrainJobConfig:
     data: TrainDataConfig = field(default_factory=TrainDataConfig)
 
     def validate(self, world_size: int | None = None) -> None:
-        p = validate_training(self.model, self.parallel, self.precision, self.optim, self.train, world_size)
+        p = validate_training(self.model, self.parallel, self.precision, self.optim, self.train, world_size,
+                              self.checkpoint)
         p.check(self.data.mock or bool(self.data.manifest), "data.manifest", self.data.manifest,
                 "give the data stage's manifest.json (findap-nemo data ...) or set data.mock=true")
         if self.data.reset_attention_mask:

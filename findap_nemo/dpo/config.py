@@ -76,7 +76,8 @@ class DPOJobConfig:
     dpo: DPOLossConfig = field(default_factory=DPOLossConfig)
 
     def validate(self, world_size: int | None = None) -> None:
-        p = validate_training(self.model, self.parallel, self.precision, self.optim, self.train, world_size)
+        p = validate_training(self.model, self.parallel, self.precision, self.optim, self.train, world_size,
+                              self.checkpoint)
         d, c = self.dpo, self.checkpoint
         p.check(d.preference_loss in PREFERENCE_LOSSES, "dpo.preference_loss", d.preference_loss,
                 f"use one of {list(PREFERENCE_LOSSES)}")

@@ -51,7 +51,7 @@ class HFBackend:
 
     def __init__(self, path: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 8,
                  max_length: Optional[int] = None, device_map: Optional[str] = None, seed: int = 0,
-                 tokenizer=None, share_prefix: bool = True):
+                 tokenizer=None, share_prefix: bool = True, drop_finished: bool = True):
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -78,6 +78,11 @@ class HFBackend:
         self.model.eval()
         self.batch_size = batch_size
         self.share_prefix = share_prefix  # prefill each batch's common prompt prefix once (hf_batching)
+        from findap_nemo.hf_batching import plain_greedy
+
+        # decode with rows leaving the batch as they stop (hf_batching.decode) unless the model's
+        # generation_config asks for logits processors, which generate() applies
+        self.drop_finished = drop_finished and plain_greedy(self.model)
         cfg_len = getattr(self.model.config, "max_position_embeddings", None) or 4096
         self.max_length = min(max_length or cfg_len, cfg_len)
         self.stop_ids = stop_token_ids(self.tokenizer)
@@ -92,6 +97,8 @@ class HFBackend:
     def generate(self, prompts: list[list[int]], max_new_tokens: int, progress=None) -> list[Generation]:
         import torch
 
+        from findap_nemo.hf_batching import decode
+
         budget = max(self.max_length - max_new_tokens, 1)
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         out: list[Optional[Generation]] = [None] * len(prompts)
@@ -99,11 +106,14 @@ class HFBackend:
             idx = order[start:start + self.batch_size]
             seqs = [prompts[i][-budget:] for i in idx]
             batch = self._batch(seqs)
-            with torch.inference_mode():
-                gen = self.model.generate(**batch.generate_kwargs(), max_new_tokens=max_new_tokens,
-                                          do_sample=False, num_beams=1, eos_token_id=self.stop_ids,
-                                          pad_token_id=self.pad_id)
-            new = gen[:, batch.input_ids.shape[1]:].tolist()
+            if self.drop_finished:
+                new = decode(self.model, batch, max_new_tokens, self.stop_ids)
+            else:
+                with torch.inference_mode():
+                    gen = self.model.generate(**batch.generate_kwargs(), max_new_tokens=max_new_tokens,
+                                              do_sample=False, num_beams=1, eos_token_id=self.stop_ids,
+                                              pad_token_id=self.pad_id)
+                new = gen[:, batch.input_ids.shape[1]:].tolist()
             for j, i in enumerate(idx):
                 toks = new[j]
                 cut = next((k for k, t in enumerate(toks) if t in self.stop_ids), len(toks))

@@ -145,6 +145,16 @@ def evaluate_task(backend, task: TaskSpec, rows: list[dict], shots: list[dict], 
     return ordered, agg
 
 
+def _unit_cost(task: TaskSpec, rows: list[dict], cfg: EvalConfig) -> float:
+    """Rough tokens one (model, task) unit runs through the model, to schedule the costly units first: every
+    prompt token (~4 characters of the example) plus, for generative tasks, the decoding budget of every item
+    (an item's decoding step costs about what a prompt token does on CPU)."""
+    prompt = sum(len(json.dumps(r, ensure_ascii=False)) for r in rows) / 4
+    if task.type == "multiple_choice" and task.mc_method == "loglik":
+        return prompt
+    return prompt + len(rows) * (cfg.generation.max_new_tokens or task.max_new_tokens)
+
+
 def summarize(task_results: dict[str, dict]) -> tuple[dict[str, float], Optional[float]]:
     """Category score = mean of its tasks' primary scores; overall = mean over categories."""
     cats: dict[str, list[float]] = {}
@@ -280,6 +290,8 @@ def run_eval(cfg: Any, overrides: Iterable[str] = ()) -> dict:
             units.append((name, path, task.name))
     by_name = {t.name: t for t in tasks}
     if cfg.workers > 1 and len(units) > 1:
+        # longest first: a costly unit started last would leave the other workers idle until it ends
+        units.sort(key=lambda u: -_unit_cost(by_name[u[2]], data[u[2]][0], cfg))
         _evaluate_in_workers(cfg, units, by_name, data, out, done)
     else:
         worker = _UnitEvaluator(cfg, out)

@@ -68,24 +68,34 @@ class RowSeededSampler:
         self.temperature = temperature
         self.top_p = top_p
 
-    def __call__(self, input_ids, scores):
+    def draw(self, scores, rows):
+        """The next token of each row of ``scores``; ``rows`` names each one's random stream (its row in the batch
+        the sampler was made for, which rows that stopped have left)."""
         import torch
 
         probs = torch.softmax(scores.float() / self.temperature, dim=-1).cpu()
-        out = torch.full_like(scores, float("-inf"))
+        tokens = torch.empty(len(rows), dtype=torch.long)
         if self.top_p < 1.0:  # top-k then full sort only where needed: a full sort of the vocabulary is slow on CPU
             top_p, top_i = probs.topk(min(self.CANDIDATES, probs.shape[-1]), dim=-1)
             wide = (top_p.cumsum(-1) - top_p)[:, -1] < self.top_p  # the last candidate is still in the nucleus
-        for k, gen in enumerate(self.generators):
+        for k, row in enumerate(rows):
             if self.top_p < 1.0:
                 p, idx = probs[k].sort(descending=True) if wide[k] else (top_p[k], top_i[k])
                 p = p[(p.cumsum(0) - p) < self.top_p]
             else:
                 p, idx = probs[k], None
             cum = p.double().cumsum(0)
-            u = torch.rand((), generator=gen, dtype=torch.float64) * cum[-1]
+            u = torch.rand((), generator=self.generators[int(row)], dtype=torch.float64) * cum[-1]
             j = min(int(torch.searchsorted(cum, u, right=True)), len(p) - 1)
-            out[k, j if idx is None else int(idx[j])] = 0.0
+            tokens[k] = j if idx is None else int(idx[j])
+        return tokens
+
+    def __call__(self, input_ids, scores):
+        """As a transformers logits processor: only the drawn token stays finite."""
+        import torch
+
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(scores.shape[0]), self.draw(scores, range(scores.shape[0])).to(scores.device)] = 0.0
         return out
 
 
@@ -95,7 +105,8 @@ class HFEngine(_ContextFit):
     name = "hf"
 
     def __init__(self, path: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16,
-                 max_length: Optional[int] = None, tokenizer=None, share_prefix: bool = True, **_):
+                 max_length: Optional[int] = None, tokenizer=None, share_prefix: bool = True,
+                 drop_finished: bool = True, **_):
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -113,6 +124,11 @@ class HFEngine(_ContextFit):
         self.model.to(self.device).eval()
         self.batch_size = batch_size
         self.share_prefix = share_prefix  # prefill each batch's common prompt prefix once (hf_batching)
+        from findap_nemo.hf_batching import plain_greedy
+
+        # greedy and seeded sampling decode with rows leaving the batch as they stop, unless the model's
+        # generation_config asks for logits processors, which generate() applies
+        self.drop_finished = drop_finished and plain_greedy(self.model)
         cfg_len = getattr(self.model.config, "max_position_embeddings", None) or 4096
         self.max_length = min(max_length or cfg_len, cfg_len)
         self.stop_ids = stop_token_ids(self.tokenizer)
@@ -134,6 +150,8 @@ class HFEngine(_ContextFit):
         import torch
         from transformers import LogitsProcessorList
 
+        from findap_nemo.hf_batching import decode
+
         torch.manual_seed(seed)
         per_call = max(1, self.batch_size // n)
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
@@ -144,20 +162,26 @@ class HFEngine(_ContextFit):
             # each prompt n times, in a row: the prompt's prefill is shared by its n samples (and the batch's
             # common prefix by all), the rows in num_return_sequences' order
             rows = [self._fit(prompts[i], max_new_tokens) for i in idx for _ in range(n)]
-            if sample and seeds is not None:  # greedy over one-hot scores: the token each row's own stream drew
-                kwargs = dict(do_sample=False, temperature=None, top_p=None, top_k=None,
-                              logits_processor=LogitsProcessorList([RowSeededSampler(
-                                  [s for i in idx for s in row_seeds(seeds[i], n)], temperature, top_p)]))
-            elif sample:
-                kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
-            else:
-                kwargs = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+            sampler = RowSeededSampler([s for i in idx for s in row_seeds(seeds[i], n)], temperature, top_p) \
+                if sample and seeds is not None else None
             batch = self._batch(rows)
-            with torch.inference_mode():
-                gen = self.model.generate(**batch.generate_kwargs(), max_new_tokens=max_new_tokens, num_beams=1,
-                                          eos_token_id=self.stop_ids, pad_token_id=self.pad_id, use_cache=True,
-                                          **kwargs)
-            new = gen[:, batch.input_ids.shape[1]:].tolist()
+            if self.drop_finished and (sampler is not None or not sample):
+                # rows leave the batch as they stop (hf_batching.decode); seeded rows keep their own streams
+                new = decode(self.model, batch, max_new_tokens, self.stop_ids,
+                             pick=sampler.draw if sampler is not None else None)
+            else:
+                if sampler is not None:  # greedy over one-hot scores: the token each row's own stream drew
+                    kwargs = dict(do_sample=False, temperature=None, top_p=None, top_k=None,
+                                  logits_processor=LogitsProcessorList([sampler]))
+                elif sample:
+                    kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+                else:
+                    kwargs = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+                with torch.inference_mode():
+                    gen = self.model.generate(**batch.generate_kwargs(), max_new_tokens=max_new_tokens,
+                                              num_beams=1, eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
+                                              use_cache=True, **kwargs)
+                new = gen[:, batch.input_ids.shape[1]:].tolist()
             for j, i in enumerate(idx):
                 for toks in new[j * n:(j + 1) * n]:
                     cut = next((k for k, t in enumerate(toks) if t in self.stop_ids), None)

@@ -1,6 +1,6 @@
 """`findap-nemo slurm`: every stage as a SLURM batch job, with auto-resume, stage pipelines and sweeps.
 
-    findap-nemo slurm submit --config configs/slurm/h100.yaml -- train --config configs/train/x.yaml train.lr=1e-5
+    findap-nemo slurm submit --config configs/slurm/h100.yaml -- train --config configs/train/x.yaml optim.lr=1e-5
     findap-nemo slurm submit --config configs/slurm/ablation_lr_h100.yaml --dry-run   # a job array; print only
     findap-nemo slurm pipeline --config configs/slurm/findap_llama3_8b_h100.yaml resources.account=myproj
     findap-nemo slurm status runs/findap-llama3-8b

@@ -81,8 +81,10 @@ def model_sharded_state_dict(model_chunks) -> dict:
 
 
 OPTIMIZER_SHARDING = "fully_reshardable"
-"""Distributed-optimizer state format: gathered per DP group into per-parameter tensors, so the optimizer (not only
-the weights) reshards to another TP/PP/DP layout on resume. ('dp_reshardable' is faster but DP-only.)"""
+"""Default distributed-optimizer state format: gathered per DP group into per-parameter tensors, so the optimizer
+(not only the weights) reshards to another TP/PP/DP layout on resume. 'dp_reshardable' (``checkpoint.
+optimizer_sharding``) writes each rank's flat shards without a gather: faster, but it resumes at the same TP/PP only.
+Each checkpoint records its format (common state ``optimizer_sharding``; None = no optimizer state saved)."""
 
 
 def _sharded_state_dict(model_chunks, optimizer, *, is_loading: bool, with_rng: bool,
@@ -103,7 +105,8 @@ def _barrier() -> None:
 
 
 def save_checkpoint(root: str | os.PathLike, iteration: int, model_chunks, optimizer=None, scheduler=None,
-                    extra: dict | None = None, keep_last: int | None = None) -> Path:
+                    extra: dict | None = None, keep_last: int | None = None,
+                    optimizer_sharding: str = OPTIMIZER_SHARDING) -> Path:
     """Save on every rank; returns the final checkpoint folder. ``extra`` holds small common state (rank 0's)."""
     from megatron.core import dist_checkpointing
 
@@ -119,8 +122,10 @@ def save_checkpoint(root: str | os.PathLike, iteration: int, model_chunks, optim
         if rank0:
             tmp.mkdir(parents=True, exist_ok=True)
         _barrier()
-        sd = _sharded_state_dict(model_chunks, optimizer, is_loading=False, with_rng=True)
+        sd = _sharded_state_dict(model_chunks, optimizer, is_loading=False, with_rng=True,
+                                 optimizer_sharding=optimizer_sharding)
         sd["iteration"] = iteration
+        sd["optimizer_sharding"] = optimizer_sharding if optimizer is not None else None
         sd["layout"] = _layout()  # [PP, TP, DP]: per-rank RNG state is restored only into the same layout
         if scheduler is not None:
             sd["scheduler"] = scheduler.state_dict()
@@ -133,6 +138,11 @@ def save_checkpoint(root: str | os.PathLike, iteration: int, model_chunks, optim
                 shutil.rmtree(final)
             os.replace(tmp, final)
             write_tracker(root, iteration)
+            if keep_last:
+                for old in list_checkpoints(root)[:-keep_last]:
+                    shutil.rmtree(iter_dir(root, old), ignore_errors=True)
+            for stale in root.glob("iter_*.tmp-*"):  # leftovers of crashed saves
+                shutil.rmtree(stale, ignore_errors=True)
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as err:  # torch's CheckpointException derives from BaseException
@@ -141,11 +151,6 @@ def save_checkpoint(root: str | os.PathLike, iteration: int, model_chunks, optim
             for record in held:
                 logging.getLogger(record.name).handle(record)
         raise failure from err
-        if keep_last:
-            for old in list_checkpoints(root)[:-keep_last]:
-                shutil.rmtree(iter_dir(root, old), ignore_errors=True)
-        for stale in root.glob("iter_*.tmp-*"):  # leftovers of crashed saves
-            shutil.rmtree(stale, ignore_errors=True)
     _barrier()
     return final
 
@@ -214,6 +219,19 @@ def _materialise_optimizer_states(optimizer) -> None:
             opt._init_optimizer_states_with_dummy_values()
 
 
+def _check_optimizer_layout(ckpt: Path, sharding: str, saved: list[int] | None) -> None:
+    """'dp_reshardable' optimizer state is laid out in the saving run's TP/PP buffers: it loads only there."""
+    if sharding != "dp_reshardable" or saved is None:
+        return
+    now = _layout()
+    if list(saved[:2]) != now[:2]:
+        raise RuntimeError(
+            f"{ckpt}: its optimizer state was saved dp_reshardable at PP{saved[0]} x TP{saved[1]} and resumes only "
+            f"at that layout (any DP), not at PP{now[0]} x TP{now[1]}; resume at PP{saved[0]} x TP{saved[1]}, or start "
+            f"from its weights with checkpoint.finetune=true (new optimizer), or save with "
+            f"checkpoint.optimizer_sharding=fully_reshardable to change layouts on resume")
+
+
 def load_checkpoint(path: str | os.PathLike, model_chunks, optimizer=None, scheduler=None, *,
                     load_rng: bool = True, strict: bool = True) -> tuple[int, dict]:
     """Load a checkpoint folder (or the latest under a root) into the given chunks; returns (iteration, extra).
@@ -228,10 +246,18 @@ def load_checkpoint(path: str | os.PathLike, model_chunks, optimizer=None, sched
     if ckpt is None:
         raise FileNotFoundError(f"no checkpoint under {path} (expected iter_XXXXXXX folders or {TRACKER})")
     common = dist_checkpointing.load_common_state_dict(str(ckpt))
-    if optimizer is not None:
+    sharding = common.get("optimizer_sharding", OPTIMIZER_SHARDING)  # checkpoints before the key: the default
+    if optimizer is not None and sharding is None:
+        logging.getLogger(__name__).warning(
+            "%s holds no optimizer state (saved with checkpoint.save_optimizer=false): weights, iteration and "
+            "schedule resume, Adam's moments start from zero", ckpt)
+        optimizer = None
+    elif optimizer is not None:
+        _check_optimizer_layout(ckpt, sharding, common.get("layout"))
         _materialise_optimizer_states(optimizer)
     has_rng = load_rng and optimizer is not None and common.get("layout") == _layout()
-    sd = _sharded_state_dict(model_chunks, optimizer, is_loading=True, with_rng=has_rng)
+    sd = _sharded_state_dict(model_chunks, optimizer, is_loading=True, with_rng=has_rng,
+                             optimizer_sharding=sharding or OPTIMIZER_SHARDING)
     # Checkpoint entries we do not ask for (optimizer, RNG when loading weights only) are fine; tensors the model
     # needs but the checkpoint lacks are an error (unless strict=False).
     strict_mode = StrictHandling.RAISE_UNEXPECTED if strict else StrictHandling.LOG_UNEXPECTED
@@ -250,8 +276,8 @@ def load_checkpoint(path: str | os.PathLike, model_chunks, optimizer=None, sched
             unwrap(chunk).load_state_dict(state[f"model{i}"], strict=strict)
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and "scheduler" in common:
-            scheduler.load_state_dict(common["scheduler"])
         if "rng_state" in state and state["rng_state"] is not None:
             _set_rng_state(state["rng_state"])
+    if scheduler is not None and "scheduler" in common:
+        scheduler.load_state_dict(common["scheduler"])
     return int(common.get("iteration", 0)), dict(common.get("extra", {}))

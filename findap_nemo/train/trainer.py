@@ -352,7 +352,8 @@ class Trainer:
         _start_checkpoint_helpers_immune_to_preemption()
         path = checkpointing.save_checkpoint(self.cfg.checkpoint.save, self.iteration, self.model,
                                              self.optimizer if self.cfg.checkpoint.save_optimizer else None,
-                                             self.scheduler, extra=extra, keep_last=self.cfg.checkpoint.keep_last)
+                                             self.scheduler, extra=extra, keep_last=self.cfg.checkpoint.keep_last,
+                                             optimizer_sharding=self.cfg.checkpoint.optimizer_sharding)
         print_rank0(f"[{self.name}] saved {path} in {time.time() - t:.1f}s")
 
     # ------------------------------------------------------------------ loop
