@@ -26,7 +26,12 @@ STAGES: dict[str, tuple[str, str]] = {
 
 
 class _LazyHelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+    """Shows an option's default only when it has one worth showing (no "(default: None)" / "(default: False)")."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser(stage: str | None = None) -> argparse.ArgumentParser:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import pytest
 
 from findap_nemo import runtime
@@ -143,3 +144,17 @@ def test_launcher_validates_before_any_rank_starts():
     assert out.count("train.train_iters='abc'") == 1 and out.count("did you mean optim.lr?") == 1, out
     assert "Traceback" not in out and "rank" not in out.lower(), out
     assert seconds < 30, seconds
+
+
+def test_stage_help_shows_only_real_defaults():
+    """Every stage's --help: no "(default: None)" / "(default: False)" clutter; real defaults are still shown."""
+    from findap_nemo.cli import STAGES, build_parser
+
+    for stage in STAGES:
+        parser = build_parser(stage)
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[stage]
+        text = sub.format_help()
+        assert "(default: None)" not in text and "(default: False)" not in text, (stage, text)
+    run = next(a for a in build_parser("run")._actions
+               if isinstance(a, argparse._SubParsersAction)).choices["run"].format_help()
+    assert "(default: " in run  # a real default is still shown
