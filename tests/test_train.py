@@ -214,6 +214,19 @@ def test_dp_reshardable_optimizer_resumes_at_its_layout_only(init_ckpt, referenc
     assert losses == pytest.approx(reference, rel=2e-5, abs=2e-5)
 
 
+@pytest.mark.slow
+def test_weights_only_checkpoint_resumes_with_fresh_adam(tmp_path):
+    """checkpoint.save_optimizer=false (Megatron-LM's --no-save-optim): a resume takes weights, iteration and
+    schedule, says that Adam restarts, and finishes the run."""
+    save = tmp_path / "run"
+    base = [*CONFIG, *COMMON, "train.train_iters=4", f"checkpoint.save={save}", "checkpoint.save_optimizer=false"]
+    cli("train", *base, "train.exit_interval=2")
+    out = cli("train", *base)
+    assert "resumed from" in out.stdout + out.stderr and "Adam's moments start from zero" in out.stdout + out.stderr
+    rows = metrics(save / "metrics.jsonl")
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4]
+
+
 def test_optimizer_sharding_is_validated():
     proc = cli("train", *CONFIG, *COMMON, "checkpoint.optimizer_sharding=dp_zero", check=False)
     assert proc.returncode != 0 and "checkpoint.optimizer_sharding" in proc.stderr
