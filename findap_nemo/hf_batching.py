@@ -17,6 +17,68 @@ from typing import Any
 MIN_SHARED_PREFIX = 8
 
 
+def torch_dtype(name: str, on_gpu: bool):
+    """A dtype setting (auto, fp32/float32, bf16/bfloat16, fp16/float16) as a torch dtype; auto is bf16 on a GPU
+    and fp32 on CPU."""
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if on_gpu else torch.float32
+    return {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+            "fp16": torch.float16, "float16": torch.float16}[name]
+
+
+class HFCausalLM:
+    """A transformers causal LM in eval mode with what every HF inference path needs: its tokenizer, stop tokens,
+    pad id and context length, and batches built by :func:`shared_prefix_batch`. The eval backend and the GenRM
+    engine are both this, plus their own operations."""
+
+    def __init__(self, path: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 8,
+                 max_length: int | None = None, device_map: str | None = None, tokenizer=None,
+                 share_prefix: bool = True, drop_finished: bool = True):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from findap_nemo.tokenizer import load_tokenizer, stop_token_ids
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.tokenizer = tokenizer or load_tokenizer(path)
+        kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype, self.device.type == "cuda")}
+        if device_map:
+            kwargs["device_map"] = device_map
+        self.model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        if device_map:
+            self.device = next(self.model.parameters()).device
+        else:
+            self.model.to(self.device)
+        self.model.eval()
+        self.batch_size = batch_size
+        self.share_prefix = share_prefix  # prefill each batch's common prompt prefix once
+        # rows leave the batch as they stop (decode) unless the model's generation_config asks for logits
+        # processors, which generate() applies
+        self.drop_finished = drop_finished and plain_greedy(self.model)
+        cfg_len = getattr(self.model.config, "max_position_embeddings", None) or 4096
+        self.max_length = min(max_length or cfg_len, cfg_len)
+        self.stop_ids = stop_token_ids(self.tokenizer)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
+
+    def _batch(self, seqs: list[list[int]], reserve: int = 1) -> "SharedPrefixBatch":
+        return shared_prefix_batch(self.model, seqs, self.pad_id, self.device, reserve=reserve,
+                                   share=self.share_prefix)
+
+    def close(self) -> None:
+        import gc
+
+        import torch
+
+        del self.model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
 def left_pad(seqs: list[list[int]], pad_id: int, device):
     """Left-pad to the longest sequence: (input_ids, attention_mask, position_ids), positions starting at 0 at each
     sequence's first real token, so generation continues every row from its own last token."""

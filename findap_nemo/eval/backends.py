@@ -13,6 +13,8 @@ import logging
 from dataclasses import dataclass
 from typing import Optional
 
+from findap_nemo.hf_batching import HFCausalLM
+
 log = logging.getLogger(__name__)
 
 
@@ -35,17 +37,9 @@ def has_vllm() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def _torch_dtype(name: str, on_gpu: bool):
-    import torch
-
-    if name == "auto":
-        return torch.bfloat16 if on_gpu else torch.float32
-    return {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-            "fp16": torch.float16, "float16": torch.float16}[name]
-
-
-class HFBackend:
-    """``AutoModelForCausalLM`` in eval mode; left-padded batches with explicit position ids."""
+class HFBackend(HFCausalLM):
+    """``AutoModelForCausalLM`` in eval mode (:class:`~findap_nemo.hf_batching.HFCausalLM`): greedy generation and
+    log-likelihoods of continuations over shared-prefix batches."""
 
     name = "hf"
 
@@ -53,46 +47,11 @@ class HFBackend:
                  max_length: Optional[int] = None, device_map: Optional[str] = None, seed: int = 0,
                  tokenizer=None, share_prefix: bool = True, drop_finished: bool = True):
         import torch
-        from transformers import AutoModelForCausalLM
-
-        from findap_nemo.tokenizer import load_tokenizer, stop_token_ids
 
         torch.manual_seed(seed)
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        self.tokenizer = tokenizer or load_tokenizer(path)
-        import transformers
-        from packaging.version import Version
-
-        # transformers renamed torch_dtype -> dtype in 4.56
-        key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
-        kwargs = {key: _torch_dtype(dtype, self.device.type == "cuda")}
-        if device_map:
-            kwargs["device_map"] = device_map
-        self.model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-        if not device_map:
-            self.model.to(self.device)
-        else:
-            self.device = next(self.model.parameters()).device
-        self.model.eval()
-        self.batch_size = batch_size
-        self.share_prefix = share_prefix  # prefill each batch's common prompt prefix once (hf_batching)
-        from findap_nemo.hf_batching import plain_greedy
-
-        # decode with rows leaving the batch as they stop (hf_batching.decode) unless the model's
-        # generation_config asks for logits processors, which generate() applies
-        self.drop_finished = drop_finished and plain_greedy(self.model)
-        cfg_len = getattr(self.model.config, "max_position_embeddings", None) or 4096
-        self.max_length = min(max_length or cfg_len, cfg_len)
-        self.stop_ids = stop_token_ids(self.tokenizer)
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
-
-    def _batch(self, seqs: list[list[int]], reserve: int = 1):
-        from findap_nemo.hf_batching import shared_prefix_batch
-
-        return shared_prefix_batch(self.model, seqs, self.pad_id, self.device, reserve=reserve,
-                                   share=self.share_prefix)
+        super().__init__(path, device=device, dtype=dtype, batch_size=batch_size, max_length=max_length,
+                         device_map=device_map, tokenizer=tokenizer, share_prefix=share_prefix,
+                         drop_finished=drop_finished)
 
     def generate(self, prompts: list[list[int]], max_new_tokens: int, progress=None) -> list[Generation]:
         import torch
@@ -184,15 +143,6 @@ class HFBackend:
                     out[i] = LoglikResult(float(logp[j, tok]), 1, best[j] == tok, False)
             if progress is not None:
                 progress.update(sum(len(by_ctx[c]) for c in batch))
-
-    def close(self) -> None:
-        import torch
-
-        del self.model
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
 
 class VLLMBackend:
     """vLLM offline engine: greedy ``SamplingParams(temperature=0)``; log-likelihoods from prompt logprobs."""

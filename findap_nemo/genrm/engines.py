@@ -13,6 +13,8 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Optional
 
+from findap_nemo.hf_batching import HFCausalLM
+
 
 @dataclass
 class Completion:
@@ -23,14 +25,6 @@ class Completion:
 
 def has_vllm() -> bool:
     return importlib.util.find_spec("vllm") is not None
-
-
-def _torch_dtype(name: str, on_gpu: bool):
-    import torch
-
-    if name == "auto":
-        return torch.bfloat16 if on_gpu else torch.float32
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
 class _ContextFit:
@@ -99,46 +93,18 @@ class RowSeededSampler:
         return out
 
 
-class HFEngine(_ContextFit):
-    """``AutoModelForCausalLM.generate`` on left-padded batches (KV cache on), sorted by length to pad little."""
+class HFEngine(_ContextFit, HFCausalLM):
+    """A transformers model (:class:`~findap_nemo.hf_batching.HFCausalLM`) on shared-prefix batches sorted by length
+    to pad little: sampling with per-row random streams, greedy decoding, next-token log-probs."""
 
     name = "hf"
 
     def __init__(self, path: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16,
                  max_length: Optional[int] = None, tokenizer=None, share_prefix: bool = True,
                  drop_finished: bool = True, **_):
-        import torch
-        from transformers import AutoModelForCausalLM
-
-        from findap_nemo.tokenizer import load_tokenizer, stop_token_ids
-
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        self.tokenizer = tokenizer or load_tokenizer(path)
-        import transformers
-        from packaging.version import Version
-
-        key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"  # renamed in 4.56
-        self.model = AutoModelForCausalLM.from_pretrained(path, **{key: _torch_dtype(dtype, self.device.type == "cuda")})
-        self.model.to(self.device).eval()
-        self.batch_size = batch_size
-        self.share_prefix = share_prefix  # prefill each batch's common prompt prefix once (hf_batching)
-        from findap_nemo.hf_batching import plain_greedy
-
-        # greedy and seeded sampling decode with rows leaving the batch as they stop, unless the model's
-        # generation_config asks for logits processors, which generate() applies
-        self.drop_finished = drop_finished and plain_greedy(self.model)
-        cfg_len = getattr(self.model.config, "max_position_embeddings", None) or 4096
-        self.max_length = min(max_length or cfg_len, cfg_len)
-        self.stop_ids = stop_token_ids(self.tokenizer)
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
+        HFCausalLM.__init__(self, path, device=device, dtype=dtype, batch_size=batch_size, max_length=max_length,
+                            tokenizer=tokenizer, share_prefix=share_prefix, drop_finished=drop_finished)
         self.truncated_prompts = 0  # prompts cut from the left to fit the context (reported in the summary)
-
-    def _batch(self, seqs: list[list[int]]):
-        from findap_nemo.hf_batching import shared_prefix_batch
-
-        return shared_prefix_batch(self.model, seqs, self.pad_id, self.device, share=self.share_prefix)
 
     def generate(self, prompts: list[list[int]], *, n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
                  max_new_tokens: int = 256, seed: int = 0, seeds: Optional[list[int]] = None) -> list[list[Completion]]:
@@ -213,15 +179,6 @@ class HFEngine(_ContextFit):
             for j, i in enumerate(idx):
                 out[i] = logp[j].tolist()
         return out
-
-    def close(self) -> None:
-        import torch
-
-        del self.model
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
 
 class VLLMEngine(_ContextFit):
     """vLLM offline engine (continuous batching, paged KV cache, prefix caching for the shared judge prompts)."""
