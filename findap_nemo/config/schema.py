@@ -119,7 +119,7 @@ class CheckpointConfig:
     #   dp_reshardable:    each rank writes its own flat shards, no gather (2.6x faster to save the main job's
     #                      135M model on CPU); resumes at the same TP/PP, any DP. Megatron-LM's default.
     # A checkpoint records its format, so loading needs no setting.
-    optimizer_sharding: str = "fully_reshardable"
+    optimizer_sharding: str = "fully_reshardable"  # one of OPTIMIZER_SHARDINGS (the first is the default)
     finetune: bool = False  # load weights only, reset optimizer/iteration (e.g. DPO from a CPT+IT checkpoint)
 
 
@@ -248,7 +248,7 @@ def validate_megatron(model: ModelConfig, parallel: ParallelConfig, precision: P
     return p
 
 
-OPTIMIZER_SHARDINGS = ("fully_reshardable", "dp_reshardable")
+OPTIMIZER_SHARDINGS = ("fully_reshardable", "dp_reshardable")  # the default first (CheckpointConfig)
 
 
 def validate_training(model: ModelConfig, parallel: ParallelConfig, precision: PrecisionConfig,

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 
 from findap_nemo.checkpoint_layout import TRACKER, iter_dir, latest_checkpoint, list_checkpoints, write_tracker
+from findap_nemo.config import ConfigError
+from findap_nemo.config.schema import CheckpointConfig
 
 
 def _rng_state() -> dict:
@@ -80,7 +82,7 @@ def model_sharded_state_dict(model_chunks) -> dict:
     return out
 
 
-OPTIMIZER_SHARDING = "fully_reshardable"
+OPTIMIZER_SHARDING = CheckpointConfig.optimizer_sharding
 """Default distributed-optimizer state format: gathered per DP group into per-parameter tensors, so the optimizer
 (not only the weights) reshards to another TP/PP/DP layout on resume. 'dp_reshardable' (``checkpoint.
 optimizer_sharding``) writes each rank's flat shards without a gather: faster, but it resumes at the same TP/PP only.
@@ -225,7 +227,7 @@ def _check_optimizer_layout(ckpt: Path, sharding: str, saved: list[int] | None) 
         return
     now = _layout()
     if list(saved[:2]) != now[:2]:
-        raise RuntimeError(
+        raise ConfigError(
             f"{ckpt}: its optimizer state was saved dp_reshardable at PP{saved[0]} x TP{saved[1]} and resumes only "
             f"at that layout (any DP), not at PP{now[0]} x TP{now[1]}; resume at PP{saved[0]} x TP{saved[1]}, or start "
             f"from its weights with checkpoint.finetune=true (new optimizer), or save with "
