@@ -21,6 +21,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "slurm": ("findap_nemo.slurm.cli", "render/submit sbatch jobs and stage pipelines, with auto-resume; job status"),
     "plan": ("findap_nemo.plan.cli", "rank TP/PP/VPP/CP/DP layouts by estimated memory and step time for a cluster"),
     "run": ("findap_nemo.pipeline.cli", "run the whole FinDAP pipeline (data -> train -> convert -> genrm -> dpo -> eval -> report)"),
+    "ablate": ("findap_nemo.ablate.cli", "the paper's recipe comparisons: variants of a pipeline (shared stages once), compared on FinEval"),
     "doctor": ("findap_nemo.doctor", "print the versions of torch, megatron-core, TE, apex, transformers and whether CUDA/TE/FP8 are usable"),
 }
 

@@ -60,6 +60,7 @@ def test_llama3_presets_have_the_real_shapes():
     (["data.mock=false"], 1, "data.manifest=None: give the data stage's manifest.json"),
     (["data.mock=false", "data.manifest=/nonexistent/manifest.json"], 1, "file not found"),
     (["optim.lr_decay_style=step"], 1, "use cosine, linear or constant"),
+    (["optim.lr=1e-5", "optim.min_lr=1e-4"], 1, "must be in [0, optim.lr=1e-05]: the schedule decays from lr to min_lr"),
     (["model.recompute_granularity=full"], 1, "full recompute needs recompute_method uniform or block"),
 ])
 def test_validation_errors(overrides, world, needle):

@@ -116,6 +116,34 @@ def test_build_packs_blend_and_manifest(tiny_tokenizer_dir, corpus, tmp_path):
             assert all(len(ds[i]) == len(mask[i]) for i in range(lo, hi))
 
 
+def test_blend_kinds_split_the_joint_blend_for_recipe_ablations(tiny_tokenizer_dir, corpus, tmp_path):
+    """A [cpt] build holds exactly the CPT documents the joint build kept (cut to the IT size), an [it] build exactly
+    its IT examples; what a build leaves out is counted, and a kind without sources is refused."""
+    joint, cpt, it = (tmp_path / n for n in ("joint", "cpt", "it"))
+    for out, kinds in ((joint, ["cpt", "it"]), (cpt, ["cpt"]), (it, ["it"])):
+        r = recipe(tiny_tokenizer_dir, corpus, out)
+        r.blend.kinds = kinds
+        build(r, **QUIET)
+    mj, mc, mi = _manifest(joint), _manifest(cpt), _manifest(it)
+
+    def docs(m, kind):
+        return sum(s.get("documents", 0) for s in m["sources"].values() if s["kind"] == kind)
+
+    assert mc["downsampling"] == mj["downsampling"]  # the same 50 CPT documents, chosen against the IT set
+    assert docs(mc, "cpt") == docs(mj, "cpt") == 50 and docs(mc, "it") == 0
+    assert docs(mi, "it") == docs(mj, "it") == 50 and docs(mi, "cpt") == 0
+    left_out = sum(s["dropped"].get("not in blend.kinds ['cpt']", 0) for s in mc["sources"].values())
+    assert left_out == 50
+    assert sum(c["documents"] for c in mc["components"]) == 50
+    with pytest.raises(Exception, match=r"blend.kinds.*\[cpt, it\] \(joint\), \[cpt\] or \[it\]"):
+        recipe(tiny_tokenizer_dir, corpus, tmp_path / "x", blend={"kinds": ["text"]})
+    only_it = recipe(tiny_tokenizer_dir, corpus, tmp_path / "y").sources[2:]
+    with pytest.raises(Exception, match="no source has kind cpt"):
+        recipe(tiny_tokenizer_dir, corpus, tmp_path / "y", sources=[{"name": s.name, "kind": s.kind, "domain": s.domain,
+                                                                    "path": s.path, "messages_field": s.messages_field}
+                                                                   for s in only_it], blend={"kinds": ["cpt"]})
+
+
 def test_training_items_and_blend_proportions(tiny_tokenizer_dir, corpus, tmp_path, dist1):
     from findap_nemo.data.loader import build_datasets
 

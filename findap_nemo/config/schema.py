@@ -263,6 +263,8 @@ def validate_training(model: ModelConfig, parallel: ParallelConfig, precision: P
                 "at any layout, dp_reshardable saves faster and resumes at the same TP/PP)")
     p.check(sched.train_iters >= 1, "train.train_iters", sched.train_iters, "must be >= 1")
     p.check(optim.lr > 0, "optim.lr", optim.lr, "must be > 0")
+    p.check(0 <= optim.min_lr <= optim.lr, "optim.min_lr", optim.min_lr,
+            f"must be in [0, optim.lr={optim.lr}]: the schedule decays from lr to min_lr; lower optim.min_lr too")
     p.check(optim.lr_decay_style in ("cosine", "linear", "constant"), "optim.lr_decay_style",
             optim.lr_decay_style, "use cosine, linear or constant")
     return p

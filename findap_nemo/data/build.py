@@ -383,6 +383,10 @@ def _build_locked(recipe: DataRecipe, out: Path, tmp: Path, work: Path, t0: floa
     by_domain: dict[str, list[tuple[_Tokenized, int]]] = defaultdict(list)
     for name, t in sources.items():
         st = stats[name]
+        if st["kind"] not in b.kinds:
+            _count(st["dropped"], f"not in blend.kinds {list(b.kinds)}", len(kept_set[name]) if st["kind"] == "cpt"
+                   else len(t.lengths))
+            continue
         for seq, (doc, n) in enumerate(zip(t.docs, t.lengths)):
             if st["kind"] == "cpt" and doc not in kept_set[name]:
                 continue

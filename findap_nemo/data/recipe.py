@@ -38,6 +38,10 @@ class BlendConfig:
     # Share of training samples per domain (megatron blend weights); null: proportional to packed tokens.
     domain_weights: Optional[dict] = None
     valid_fraction: float = 0.05  # packs held out per component for validation
+    # Which kinds the blend trains on: [cpt, it] (FinDAP: joint), [cpt] or [it] (recipe ablations; a sequential
+    # run is a [cpt] build, then an [it] build). CPT is still cut to the size of the whole IT set, so a CPT-only
+    # or sequential run sees exactly the CPT examples of the joint one.
+    kinds: list = field(default_factory=lambda: ["cpt", "it"])
 
 
 @dataclass
@@ -87,6 +91,12 @@ class DataRecipe:
         p.check(self.blend.cpt_to_it_ratio > 0, "blend.cpt_to_it_ratio", self.blend.cpt_to_it_ratio, "must be > 0")
         p.check(0 <= self.blend.valid_fraction < 0.5, "blend.valid_fraction", self.blend.valid_fraction,
                 "must be in [0, 0.5)")
+        kinds = list(self.blend.kinds or [])
+        p.check(bool(kinds) and set(kinds) <= {"cpt", "it"} and len(set(kinds)) == len(kinds), "blend.kinds",
+                kinds, "use [cpt, it] (joint), [cpt] or [it]")
+        for kind in set(kinds) & {"cpt", "it"}:
+            p.check(any(s.kind == kind for s in self.sources), "blend.kinds", kinds,
+                    f"no source has kind {kind}: add one or drop {kind} from blend.kinds")
         if self.blend.domain_weights:
             for k, v in self.blend.domain_weights.items():
                 p.check(k in ("finance", "general"), f"blend.domain_weights.{k}", v, "domains are finance/general")

@@ -36,13 +36,27 @@ class BaseModelSpec:
         return "hf" if self.hf_path else "gguf" if self.gguf else "random"
 
 
+# How CPT and IT data reach the model (the paper's recipe comparison). The CPT set is the same in each: cut to the
+# size of the IT set (data blend.downsample_cpt), so recipes differ only in what is trained when.
+RECIPES = {
+    "joint": "CPT and IT in one run, one blend (FinDAP)",
+    "sequential": "a CPT run from the base, then an IT run from it (two data builds, two training stages)",
+    "cpt_only": "one run on the CPT part of the blend",
+    "it_only": "one run on the IT part of the blend",
+}
+
+
 @dataclass
 class PipelineConfig:
     run_dir: str = "runs/demo"
     title: str = "FinDAP pipeline"
     base_model: BaseModelSpec = field(default_factory=BaseModelSpec)
+    recipe: str = "joint"  # joint | sequential | cpt_only | it_only (RECIPES)
     data: StageSpec = field(default_factory=StageSpec)
     train: StageSpec = field(default_factory=StageSpec)
+    # sequential recipe only: the CPT run; its config, overrides and nproc_per_node default to train's (overrides
+    # given here are added after train's, e.g. [train.train_iters=50])
+    train_cpt: StageSpec = field(default_factory=StageSpec)
     convert: StageSpec = field(default_factory=StageSpec)
     genrm: StageSpec = field(default_factory=StageSpec)
     dpo: StageSpec = field(default_factory=StageSpec)
@@ -53,6 +67,8 @@ class PipelineConfig:
         import os
 
         p = Problems()
+        p.check(self.recipe in RECIPES, "recipe", self.recipe,
+                "use one of: " + "; ".join(f"{k} ({v})" for k, v in RECIPES.items()))
         b = self.base_model
         p.check(bool(b.hf_path or b.gguf or b.random_preset), "base_model", "hf_path=null, gguf=null, random_preset=null",
                 "give base_model.hf_path (an HF checkpoint folder), base_model.gguf (a .gguf file or package:NAME) "
@@ -76,4 +92,12 @@ class PipelineConfig:
                 p.check(bool(spec.config), f"{name}.config", spec.config, f"give the {name} stage's YAML config")
                 if spec.config:
                     p.check(os.path.isfile(spec.config), f"{name}.config", spec.config, "file not found")
+        if self.train_cpt.config:
+            p.check(os.path.isfile(self.train_cpt.config), "train_cpt.config", self.train_cpt.config, "file not found")
         p.raise_if_any()
+
+    def train_cpt_spec(self) -> StageSpec:
+        """The sequential recipe's CPT run: train's spec, with train_cpt's settings over it."""
+        t, c = self.train, self.train_cpt
+        return StageSpec(config=c.config or t.config, overrides=[*t.overrides, *c.overrides],
+                         nproc_per_node=c.nproc_per_node or t.nproc_per_node)

@@ -55,11 +55,16 @@ class Stage:
     command: Callable[[], list[str]]  # built lazily: later stages read earlier stages' outputs
     outputs: Callable[[], list[Path]]
     env: dict = field(default_factory=dict)
+    # the stage checks and reuses its own earlier outputs (eval: per-unit fingerprints), so a stale run does not
+    # start over in an empty folder
+    reuses_outputs: bool = False
 
 
 def _roots(stage: Stage) -> list[Path]:
-    """The folders a stage writes: each output folder, or the folder of each output file."""
-    return [Path(p) if Path(p).is_dir() else Path(p).parent for p in stage.outputs()]
+    """The folders a stage writes: each output folder, or the folder of each output file. Outputs not written yet
+    (a whole ablation rendered for SLURM up front) are folders when their name has no suffix."""
+    return [Path(p) if Path(p).is_dir() or (not Path(p).exists() and not Path(p).suffix) else Path(p).parent
+            for p in stage.outputs()]
 
 
 def _mentions(arg: str, root: Path) -> bool:
@@ -132,6 +137,22 @@ def _children_cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def reads_from(cmd: list[str], earlier: list[Stage]) -> list[Stage]:
+    """The earlier stages whose output folders ``cmd`` names (its upstream)."""
+    return [up for up in earlier if any(_mentions(a, r) for a in cmd[1:] for r in _roots(up))]
+
+
+def stage_inputs(stage: Stage, cmd: list[str], earlier: list[Stage]) -> dict[str, str]:
+    """Content fingerprints of every file or folder ``cmd`` reads that no stage produces: its YAML configs, the
+    paths those name, and the paths in its arguments (not the interpreter)."""
+    produced = [r for up in earlier for r in _roots(up)] + _roots(stage)
+    named = [p for a in cmd[1:] for p in _paths_in(a)]
+    for cfg in _config_files(cmd):
+        named += _yaml_paths(cfg)
+    return {p: fingerprint_files([p]) for p in dict.fromkeys(named)
+            if p != sys.executable and not any(_under(p, r) for r in produced)}
+
+
 class Runner:
     def __init__(self, run_dir: Path, *, force: bool = False, force_stages: set[str] | None = None,
                  resume_hint: str = ""):
@@ -149,24 +170,12 @@ class Runner:
 
     def fingerprint(self, stage: Stage, cmd: list[str], earlier: list[Stage]) -> dict:
         """The three parts of a stage's fingerprint (see the module docstring)."""
-        own = _roots(stage)
-        upstream, inputs = {}, {}
-        args = cmd[1:]  # not the interpreter
-        for up in earlier:
-            roots = _roots(up)
-            if any(_mentions(a, r) for a in args for r in roots):
-                rec = self._record(up.name) or {}
-                upstream[up.name] = fingerprint_json([rec.get("fingerprint"), rec.get("started"),
-                                                      fingerprint_files(up.outputs())])
-        produced = [r for up in earlier for r in _roots(up)] + own
-        named = [p for a in args for p in _paths_in(a)]
-        for cfg in _config_files(cmd):
-            named += _yaml_paths(cfg)
-        for p in dict.fromkeys(named):
-            if p == sys.executable or any(_under(p, r) for r in produced):
-                continue
-            inputs[p] = fingerprint_files([p])
-        return {"command": fingerprint_json(cmd), "inputs": inputs, "upstream": upstream}
+        upstream = {}
+        for up in reads_from(cmd, earlier):
+            rec = self._record(up.name) or {}
+            upstream[up.name] = fingerprint_json([rec.get("fingerprint"), rec.get("started"),
+                                                  fingerprint_files(up.outputs())])
+        return {"command": fingerprint_json(cmd), "inputs": stage_inputs(stage, cmd, earlier), "upstream": upstream}
 
     def _record(self, name: str) -> dict | None:
         path = self.record_path(name)
@@ -230,7 +239,7 @@ class Runner:
                 print(f"{head}: done earlier ({rec['seconds']:.1f}s), inputs unchanged, skipped", flush=True)
                 continue
             print(f"{head}: running ({why}) ... (log: {self.log_path(stage.name)})", flush=True)
-            if why not in RESUMING:
+            if why not in RESUMING and not stage.reuses_outputs:
                 self._start_over(stage)
             self.record_path(stage.name).unlink(missing_ok=True)
             t0, cpu0 = time.time(), _children_cpu_seconds()

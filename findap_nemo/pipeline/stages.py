@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Callable
 
 from findap_nemo.checkpoint_layout import TRACKER
 from findap_nemo.pipeline.config import PipelineConfig, StageSpec
 from findap_nemo.pipeline.runner import Stage
 
 
-def _cli(stage: str, spec: StageSpec | None, *args: str) -> list[str]:
+def stage_cli(stage: str, spec: StageSpec | None, *args: str) -> list[str]:
+    """`python -m findap_nemo.cli <stage> [--nproc-per-node N] [--config YAML] <args> <the spec's overrides>`."""
     cmd = [sys.executable, "-m", "findap_nemo.cli", stage]
     if spec is not None and spec.nproc_per_node and spec.nproc_per_node > 1:
         cmd += ["--nproc-per-node", str(spec.nproc_per_node)]
@@ -20,34 +22,53 @@ def _cli(stage: str, spec: StageSpec | None, *args: str) -> list[str]:
 
 
 class Paths:
-    """Where every stage of a run writes (all under run_dir)."""
+    """Where every stage of a run writes: one folder per stage, by default ``<run_dir>/<folder>``.
+
+    ``roots`` maps a stage name to its folder; `findap-nemo ablate` re-roots stages into a store shared by the
+    variants of an ablation (a folder per distinct stage fingerprint) before it builds their commands, which read
+    the folders lazily.
+    """
+
+    FOLDERS = {"base_hf": "base_hf", "base_mcore": "base_mcore", "data_cpt": "data_cpt", "train_cpt": "train_cpt",
+               "data": "data", "train": "train", "export_cptit": "cptit_hf", "genrm": "genrm", "dpo": "dpo",
+               "export_dpo": "dpo_hf", "eval": "eval"}
 
     def __init__(self, cfg: PipelineConfig):
-        r = Path(cfg.run_dir)
-        self.run = r
-        self.base_hf = Path(cfg.base_model.hf_path) if cfg.base_model.hf_path else r / "base_hf"
+        self.run = Path(cfg.run_dir)
+        self.roots: dict[str, Path] = {stage: self.run / folder for stage, folder in self.FOLDERS.items()}
+        if cfg.base_model.hf_path:  # an existing checkpoint is an input, not a stage's output
+            self.roots["base_hf"] = Path(cfg.base_model.hf_path)
         # real checkpoints bring their own tokenizer; the random model is built around the configured one
-        self.tokenizer = Path(cfg.base_model.tokenizer) if cfg.base_model.kind == "random" else self.base_hf
-        self.base_mcore = r / "base_mcore"
-        self.data = r / "data"
-        self.manifest = self.data / "manifest.json"
-        self.train = r / "train"
-        self.cptit_hf = r / "cptit_hf"
-        self.genrm = r / "genrm"
-        self.pairs = self.genrm / "pairs.jsonl"
-        self.dpo = r / "dpo"
-        self.dpo_hf = r / "dpo_hf"
-        self.eval = r / "eval"
-        self.report = r / "report"
+        self._tokenizer = Path(cfg.base_model.tokenizer) if cfg.base_model.kind == "random" else None
+        self.report = self.run / "report"
+
+    base_hf = property(lambda self: self.roots["base_hf"])
+    tokenizer = property(lambda self: self._tokenizer or self.base_hf)
+    base_mcore = property(lambda self: self.roots["base_mcore"])
+    data_cpt = property(lambda self: self.roots["data_cpt"])
+    train_cpt = property(lambda self: self.roots["train_cpt"])
+    data = property(lambda self: self.roots["data"])
+    manifest = property(lambda self: self.data / "manifest.json")
+    train = property(lambda self: self.roots["train"])
+    cptit_hf = property(lambda self: self.roots["export_cptit"])
+    genrm = property(lambda self: self.roots["genrm"])
+    pairs = property(lambda self: self.genrm / "pairs.jsonl")
+    dpo = property(lambda self: self.roots["dpo"])
+    dpo_hf = property(lambda self: self.roots["export_dpo"])
+    eval = property(lambda self: self.roots["eval"])
 
 
-def build_stages(cfg: PipelineConfig) -> list[Stage]:
-    p = Paths(cfg)
+TRAIN_TITLES = {"joint": "joint CPT+IT training", "sequential": "IT training from the CPT run (sequential recipe)",
+                "cpt_only": "CPT-only training", "it_only": "IT-only training"}
+
+
+def build_stages(cfg: PipelineConfig, p: Paths | None = None) -> list[Stage]:
+    p = p or Paths(cfg)
     stages: list[Stage] = []
     if cfg.base_model.kind == "gguf":
         stages.append(Stage(
             "base_hf", f"base model: {cfg.base_model.gguf} (GGUF -> HF safetensors)",
-            lambda: _cli("convert", None, "gguf-to-hf", "--gguf", str(cfg.base_model.gguf), "--out", str(p.base_hf),
+            lambda: stage_cli("convert", None, "gguf-to-hf", "--gguf", str(cfg.base_model.gguf), "--out", str(p.base_hf),
                          "--force"),
             lambda: [p.base_hf / "config.json"]))
     elif cfg.base_model.kind == "random":
@@ -59,42 +80,60 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
             lambda: [p.base_hf / "config.json"]))
     stages.append(Stage(
         "base_mcore", "convert base model HF -> megatron",
-        lambda: _cli("convert", None, "hf-to-mcore", "--hf", str(p.base_hf), "--out", str(p.base_mcore),
+        lambda: stage_cli("convert", None, "hf-to-mcore", "--hf", str(p.base_hf), "--out", str(p.base_mcore),
                      "--force", *cfg.convert.overrides),
         lambda: [p.base_mcore]))
-    if cfg.data.enabled:
-        stages.append(Stage(
-            "data", "FinTrain data: CPT+IT blend -> Megatron indexed datasets",
-            lambda: _cli("data", cfg.data, f"tokenizer={p.tokenizer}", f"output_dir={p.data}",
-                         "overwrite=true"),
-            lambda: [p.manifest]))
+
+    def data_stage(name: str, kinds: str, what: str) -> Stage:
+        def out() -> Path:
+            return p.roots[name]
+
+        return Stage(name, f"FinTrain data: {what} -> Megatron indexed datasets",
+                     lambda: stage_cli("data", cfg.data, f"tokenizer={p.tokenizer}", f"output_dir={out()}",
+                                  "overwrite=true", *([f"blend.kinds={kinds}"] if kinds else [])),
+                     lambda: [out() / "manifest.json"])
+
+    def train_stage(name: str, spec: StageSpec, data: str, start: Callable[[], Path], title: str) -> Stage:
+        return Stage(name, f"{title} (megatron-core)",
+                     lambda: stage_cli("train", spec, "data.mock=false", f"data.manifest={p.roots[data] / 'manifest.json'}",
+                                  f"checkpoint.save={p.roots[name]}", f"checkpoint.pretrained={start()}"),
+                     lambda: [p.roots[name] / TRACKER])
+
     # The model config (shape, RoPE, vocabulary, tokenizer) travels with the converted weights into train and DPO.
+    recipe = cfg.recipe
+    if recipe == "sequential":
+        if cfg.data.enabled:
+            stages.append(data_stage("data_cpt", "[cpt]", "the CPT part of the blend (sequential recipe, stage 1)"))
+        stages.append(train_stage("train_cpt", cfg.train_cpt_spec(), "data_cpt", lambda: p.base_mcore,
+                                  "CPT training (sequential recipe, stage 1)"))
+    if cfg.data.enabled:
+        kinds = {"joint": "", "cpt_only": "[cpt]", "it_only": "[it]", "sequential": "[it]"}[recipe]
+        stages.append(data_stage("data", kinds, {"joint": "CPT+IT blend", "cpt_only": "the CPT part of the blend",
+                                                 "it_only": "the IT part of the blend",
+                                                 "sequential": "the IT part of the blend (stage 2)"}[recipe]))
+    stages.append(train_stage("train", cfg.train, "data",
+                              (lambda: p.train_cpt) if recipe == "sequential" else (lambda: p.base_mcore),
+                              TRAIN_TITLES[recipe]))
     stages.append(Stage(
-        "train", "joint CPT+IT training (megatron-core)",
-        lambda: _cli("train", cfg.train, "data.mock=false", f"data.manifest={p.manifest}",
-                     f"checkpoint.save={p.train}", f"checkpoint.pretrained={p.base_mcore}"),
-        lambda: [p.train / TRACKER]))
-    stages.append(Stage(
-        "export_cptit", "export CPT+IT checkpoint -> HF",
-        lambda: _cli("convert", None, "mcore-to-hf", "--mcore", str(p.train), "--out", str(p.cptit_hf),
+        "export_cptit", "export the trained checkpoint -> HF",
+        lambda: stage_cli("convert", None, "mcore-to-hf", "--mcore", str(p.train), "--out", str(p.cptit_hf),
                      "--force", *cfg.convert.overrides),
         lambda: [p.cptit_hf / "config.json"]))
     if cfg.genrm.enabled:
-        judge = cfg.genrm_judge or str(p.cptit_hf)
         stages.append(Stage(
             "genrm", "GenRM: sample solutions, FAP/SCP judgements -> preference pairs",
-            lambda: _cli("genrm", cfg.genrm, f"policy.model={p.cptit_hf}", f"genrm.model={judge}",
-                         f"output_dir={p.genrm}"),
+            lambda: stage_cli("genrm", cfg.genrm, f"policy.model={p.cptit_hf}",
+                         f"genrm.model={cfg.genrm_judge or p.cptit_hf}", f"output_dir={p.genrm}"),
             lambda: [p.pairs]))
     if cfg.dpo.enabled:
         stages.append(Stage(
-            "dpo", "DPO (frozen reference = CPT+IT policy)",
-            lambda: _cli("dpo", cfg.dpo, f"checkpoint.pretrained={p.train}", f"data.train_file={p.pairs}",
+            "dpo", "DPO (frozen reference = the trained policy)",
+            lambda: stage_cli("dpo", cfg.dpo, f"checkpoint.pretrained={p.train}", f"data.train_file={p.pairs}",
                          f"checkpoint.save={p.dpo}"),
             lambda: [p.dpo / TRACKER]))
         stages.append(Stage(
             "export_dpo", "export DPO checkpoint -> HF",
-            lambda: _cli("convert", None, "mcore-to-hf", "--mcore", str(p.dpo), "--out", str(p.dpo_hf),
+            lambda: stage_cli("convert", None, "mcore-to-hf", "--mcore", str(p.dpo), "--out", str(p.dpo_hf),
                          "--force", *cfg.convert.overrides),
             lambda: [p.dpo_hf / "config.json"]))
     if cfg.eval.enabled:
@@ -102,7 +141,7 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
             models = [f"models.base={p.base_hf}", f"models.cpt_it={p.cptit_hf}"]
             if cfg.dpo.enabled:
                 models.append(f"models.dpo={p.dpo_hf}")
-            return _cli("eval", cfg.eval, *models, f"output_dir={p.eval}")
+            return stage_cli("eval", cfg.eval, *models, f"output_dir={p.eval}")
 
         stages.append(Stage("eval", "FinEval: base vs CPT+IT vs DPO", eval_cmd,
                             lambda: [p.eval / "results.json"]))
@@ -134,9 +173,14 @@ def write_report(cfg: PipelineConfig, records: dict[str, dict]):
     else:
         rep.text("_no data manifest_")
 
-    rep.heading("Joint CPT+IT training")
+    rep.heading(TRAIN_TITLES[cfg.recipe][0].upper() + TRAIN_TITLES[cfg.recipe][1:])
+    if cfg.recipe == "sequential":
+        cpt_rows = read_jsonl(p.train_cpt / "metrics.jsonl")
+        rep.image(loss_curves(cpt_rows, ["lm_loss", "valid/lm_loss"], "stage 1: CPT training loss",
+                              p.report / "train_cpt_loss.png"))
     train_rows = read_jsonl(p.train / "metrics.jsonl")
-    rep.image(loss_curves(train_rows, ["lm_loss", "valid/lm_loss"], "CPT+IT training loss", p.report / "train_loss.png"))
+    rep.image(loss_curves(train_rows, ["lm_loss", "valid/lm_loss"], TRAIN_TITLES[cfg.recipe] + " loss",
+                          p.report / "train_loss.png"))
     if train_rows:
         last = train_rows[-1]
         keys = ("iteration", "lm_loss", "valid/lm_loss", "grad_norm", "tokens_per_s", "consumed_samples")

@@ -84,7 +84,7 @@ def run(args) -> int:
 
     if args.slurm_command == "status":
         return _status(args)
-    from findap_nemo.slurm.render import render_job, render_pipeline
+    from findap_nemo.slurm.render import print_dry_run, render_job, render_pipeline
     from findap_nemo.slurm.submit import SubmitError, submit
 
     argv = list(getattr(args, "argv", []) or [])
@@ -107,13 +107,7 @@ def run(args) -> int:
                               f"configs/slurm/findap_llama3_8b_h100.yaml)")
         jobs = render_pipeline(cfg, source=source)
     if args.dry_run:
-        for j in jobs:
-            dep = f" --dependency=afterok:{':'.join('<' + d + '>' for d in j.depends_on)} --kill-on-invalid-dep=yes" \
-                if j.depends_on else ""
-            extra = "".join(f" {a}" for a in args.sbatch_arg)
-            print(f"# ===== {j.name}: sbatch --parsable{dep}{extra} {j.script_path}")
-            print(j.script)
-        print(f"# dry run: {len(jobs)} job(s) rendered, nothing submitted", file=sys.stderr)
+        print_dry_run(jobs, args.sbatch_arg)
         return 0
     try:
         submit(cfg, jobs, source=source, extra_args=tuple(args.sbatch_arg), allow_duplicate=args.allow_duplicate)

@@ -122,6 +122,9 @@ class JobSpec:
     command: Optional[str] = None  # a shell command instead of a stage (run by every task)
     resources: Dict[str, Any] = field(default_factory=dict)  # merged over the top-level resources
     depends_on: Optional[List[str]] = None  # names of earlier jobs (pipeline); default: the previous stage
+    # afterok: start only if those jobs succeeded | afterany: once they ended in any state (a job that collects
+    # results, e.g. an ablation's comparison, runs even when some of its inputs failed)
+    dependency: str = "afterok"
     sweep: List[SweepEntry] = field(default_factory=list)  # one array task per entry
     max_parallel: Optional[int] = None  # array throttle (%N)
     resume: bool = True  # requeue on the pre-timeout signal (stages that checkpoint); false: run once
@@ -182,6 +185,8 @@ class SlurmConfig:
         if job.config is not None:
             p.check(os.path.isfile(job.config), f"{key}.config", job.config,
                     "file not found (paths are relative to environment.workdir, the submission directory by default)")
+        p.check(job.dependency in ("afterok", "afterany"), f"{key}.dependency", job.dependency,
+                "use afterok or afterany")
         for dep in job.depends_on or []:
             p.check(dep in earlier, f"{key}.depends_on", dep,
                     f"must name an earlier job of the pipeline; earlier jobs: {earlier}")

@@ -24,6 +24,7 @@ class RenderedJob:
     script_path: Path
     log_pattern: str  # with SLURM's %x/%j/%A/%a placeholders
     depends_on: list[str] = field(default_factory=list)
+    dependency: str = "afterok"
     array_size: int | None = None
     resources: ResourcesConfig | None = None
     checkpoint_dirs: list[str] = field(default_factory=list)  # checkpoint.save of each task (status reads them)
@@ -49,7 +50,8 @@ def paths(cfg: SlurmConfig) -> dict[str, Path]:
     return {"workdir": workdir, "run": run, "scripts": run / "slurm", "logs": log, "state": run / "slurm" / "state"}
 
 
-def _python(cfg: SlurmConfig) -> str:
+def job_python(cfg: SlurmConfig) -> str:
+    """The interpreter a job runs stages with: environment.python, else `python` in a container, else this one."""
     if cfg.environment.python:
         return cfg.environment.python
     return "python" if cfg.container.image else sys.executable
@@ -63,7 +65,7 @@ def job_command(cfg: SlurmConfig, job: JobSpec, sweep_name: str | None = None,
 
     if job.command is not None:  # the sweep entry's overrides become the command's "$@"
         return ["bash", "-c", sub(job.command), f"findap-{job.name}", *[sub(o) for o in sweep_overrides]]
-    cmd = [_python(cfg), "-m", "findap_nemo.cli", str(job.stage), *[sub(a) for a in job.args]]
+    cmd = [job_python(cfg), "-m", "findap_nemo.cli", str(job.stage), *[sub(a) for a in job.args]]
     if job.config:
         cmd += ["--config", job.config]
     return cmd + [sub(o) for o in job.overrides] + [sub(o) for o in sweep_overrides]
@@ -130,8 +132,25 @@ def render_job(cfg: SlurmConfig, job: JobSpec, *, source: str, default_depends: 
         if saves:
             ckpts.append(str(Path(p["workdir"], saves[-1])))
     return RenderedJob(name=job.name, script=script, script_path=p["scripts"] / f"{job.name}.sbatch",
-                       log_pattern=log_pattern, depends_on=deps, array_size=len(job.sweep) or None, resources=res,
+                       log_pattern=log_pattern, depends_on=deps, dependency=job.dependency, array_size=len(job.sweep) or None, resources=res,
                        checkpoint_dirs=ckpts)
+
+
+def dependency_args(job: RenderedJob, ids: dict[str, str]) -> list[str]:
+    """sbatch options that hold ``job`` until the jobs it depends on (``ids``: name -> job id) have ended."""
+    if not job.depends_on:
+        return []
+    return [f"--dependency={job.dependency}:{':'.join(ids[d] for d in job.depends_on)}", "--kill-on-invalid-dep=yes"]
+
+
+def print_dry_run(jobs: list[RenderedJob], sbatch_args: list[str] = ()) -> None:
+    """Each job's sbatch command line and script, as `--dry-run` shows them (job ids as <name>)."""
+    for j in jobs:
+        dep = "".join(f" {a}" for a in dependency_args(j, {d: f"<{d}>" for d in j.depends_on}))
+        extra = "".join(f" {a}" for a in sbatch_args)
+        print(f"# ===== {j.name}: sbatch --parsable{dep}{extra} {j.script_path}")
+        print(j.script)
+    print(f"# dry run: {len(jobs)} job(s) rendered, nothing submitted", file=sys.stderr)
 
 
 def render_pipeline(cfg: SlurmConfig, *, source: str) -> list[RenderedJob]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from findap_nemo.files import write_text_atomic
 from findap_nemo.config import ConfigError, Problems
 from findap_nemo.slurm.config import ResourcesConfig, SlurmConfig, parse_time
-from findap_nemo.slurm.render import RenderedJob, paths
+from findap_nemo.slurm.render import RenderedJob, dependency_args, paths
 
 
 class SubmitError(RuntimeError):
@@ -174,8 +174,7 @@ def submit(cfg: SlurmConfig, jobs: list[RenderedJob], *, source: str, extra_args
     for j in jobs:
         write_text_atomic(j.script_path, j.script, mode=0o755)
         cmd = ["sbatch", "--parsable"]
-        if j.depends_on:
-            cmd += [f"--dependency=afterok:{':'.join(ids[d] for d in j.depends_on)}", "--kill-on-invalid-dep=yes"]
+        cmd += dependency_args(j, ids)
         cmd += [*extra_args, str(j.script_path)]
         proc = _run(cmd)
         if proc.returncode != 0:
