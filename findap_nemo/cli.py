@@ -27,10 +27,11 @@ STAGES: dict[str, tuple[str, str]] = {
 
 
 class _LazyHelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Shows an option's default only when it has one worth showing (no "(default: None)" / "(default: False)")."""
+    """Shows an option's default only when it has one worth showing (no "(default: None)", "(default: False)" or
+    "(default: [])")."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+        if action.default in (None, False, []) or action.default is argparse.SUPPRESS:
             return action.help
         return super()._get_help_string(action)
 
@@ -53,6 +54,10 @@ def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
             mod = importlib.import_module(module)
             mod.add_arguments(p)
             p.epilog = mod.__doc__
+            for action in p._actions:  # a stage's own subcommands (convert hf-to-mcore, slurm submit) format alike
+                if isinstance(action, argparse._SubParsersAction):
+                    for nested in action.choices.values():
+                        nested.formatter_class = _LazyHelpFormatter
     return parser
 
 

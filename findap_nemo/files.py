@@ -1,8 +1,9 @@
-"""Writing outputs so that a file that exists is complete: written beside under a temporary name, then renamed.
-
-A reader (a resumed run, the report, a user's script) never sees half a file; a killed writer leaves only a
-``.<name>.tmp-<pid>`` beside it. Folders that must appear complete at once use ``convert.output.atomic_dir`` and
-the data build's ``.partial`` folder; checkpoints their ``iter_XXXXXXX.tmp-<stamp>`` folder.
+"""Files in and out. Writing: a file that exists is complete (written beside under a temporary name, then
+renamed), so a reader (a resumed run, the report, a user's script) never sees half a file; a killed writer leaves
+only a ``.<name>.tmp-<pid>`` beside it. Folders that must appear complete at once use ``convert.output.atomic_dir``
+and the data build's ``.partial`` folder; checkpoints their ``iter_XXXXXXX.tmp-<stamp>`` folder. Reading: JSONL
+input line by line with every bad line located as ``path:line`` (:func:`jsonl_lines`); each stage decides whether
+a bad line stops it (config errors) or is counted and skipped (the data build's ``skip_bad``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 
 def temp_path(path: str | os.PathLike) -> Path:
@@ -41,3 +42,41 @@ def write_json_atomic(path: str | os.PathLike, data: Any, *, indent: int = 2) ->
 def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[dict]) -> None:
     """One JSON object per line (UTF-8, non-ASCII kept as is)."""
     write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records))
+
+
+class BadLine(str):
+    """Why a JSONL line is not a record, located: ``"<path>:<line>: not valid JSON (...)"``."""
+
+
+def jsonl_lines(path: str | os.PathLike, *, objects: bool = True,
+                blanks: bool = False) -> Iterator[tuple[int, str, Any]]:
+    """``(line number, where, record)`` for every non-blank line of a JSONL file, ``where`` being
+    ``"<path>:<line>"``. A line
+    that is not UTF-8, not JSON, or (``objects``) not a JSON object comes as a :class:`BadLine` instead of a
+    record, for the caller to raise or count; ``blanks`` also gives blank lines, as ``None``. A UTF-8 byte order
+    mark (Windows editors write one) is ignored."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                yield lineno, where, BadLine(f"{where}: not valid UTF-8 ({err.reason} at byte {err.start}); "
+                                             f"re-encode the file as UTF-8")
+                continue
+            if lineno == 1 and line.startswith("\ufeff"):
+                line = line[1:]
+            if not line.strip():
+                if blanks:
+                    yield lineno, where, None
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                yield lineno, where, BadLine(f"{where}: not valid JSON ({err.msg} at column {err.colno})")
+                continue
+            if objects and not isinstance(row, dict):
+                yield lineno, where, BadLine(f"{where}: expected a JSON object per line, got "
+                                             f"{type(row).__name__}")
+                continue
+            yield lineno, where, row

@@ -148,14 +148,18 @@ def test_launcher_validates_before_any_rank_starts():
 
 
 def test_stage_help_shows_only_real_defaults():
-    """Every stage's --help: no "(default: None)" / "(default: False)" clutter; real defaults are still shown."""
+    """Every stage's --help (and its subcommands'): no "(default: None)" / "(default: False)" / "(default: [])"
+    clutter; real defaults are still shown."""
     from findap_nemo.cli import STAGES, build_parser
 
     for stage in STAGES:
         parser = build_parser(stage)
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[stage]
-        text = sub.format_help()
-        assert "(default: None)" not in text and "(default: False)" not in text, (stage, text)
-    run = next(a for a in build_parser("run")._actions
-               if isinstance(a, argparse._SubParsersAction)).choices["run"].format_help()
-    assert "(default: " in run  # a real default is still shown
+        nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+        for text in [sub.format_help()] + [p.format_help() for a in nested for p in a.choices.values()]:
+            assert "(default: None)" not in text and "(default: False)" not in text, (stage, text)
+            assert "(default: [])" not in text, (stage, text)
+    convert = next(a for a in build_parser("convert")._actions
+                   if isinstance(a, argparse._SubParsersAction)).choices["convert"]
+    nested = next(a for a in convert._actions if isinstance(a, argparse._SubParsersAction)).choices["hf-to-mcore"]
+    assert "(default: auto)" in nested.format_help()  # a real default is still shown

@@ -54,10 +54,10 @@ def test_string_prompt_verbatim_and_template_mismatch_warned(tok, tmp_path):
 
 def test_bad_lines_name_file_and_line(tok, tmp_path):
     ok = {"prompt": "p", "chosen_response": "a", "rejected_response": "b"}
-    for bad, needle in (("{not json", "line 2: not valid JSON"),
-                        ({"prompt": "p", "chosen_response": "a"}, "line 2: missing 'rejected_response'"),
-                        ({**ok, "chosen_reward": "high"}, "line 2: 'chosen_reward' must be a number"),
-                        ({**ok, "prompt": [{"text": "x"}]}, "line 2: a list 'prompt' must hold chat messages")):
+    for bad, needle in (("{not json", ":2: not valid JSON"),
+                        ({"prompt": "p", "chosen_response": "a"}, ":2: missing 'rejected_response'"),
+                        ({**ok, "chosen_reward": "high"}, ":2: 'chosen_reward' must be a number"),
+                        ({**ok, "prompt": [{"text": "x"}]}, ":2: a list 'prompt' must hold chat messages")):
         f = _write(tmp_path / "bad.jsonl", [ok, bad])
         with pytest.raises(ConfigError, match=needle) as err:
             load_pairs(str(f), tok, seq_length=64, progress=False)

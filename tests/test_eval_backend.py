@@ -7,8 +7,6 @@ prompt's last token. The scorer (real HF forward path, padding, batching) must t
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import pytest
 import torch

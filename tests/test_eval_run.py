@@ -103,7 +103,7 @@ def test_run_eval_counts_bad_input_and_compares_models(tiny_hf_model_dir, tmp_pa
     records = [json.loads(l) for l in (out / "predictions/base/senti.jsonl").read_text().splitlines()]
     assert [r["id"] for r in records][:2] == ["ok-1", "ok-2"] and len(records) == len(BAD_ROWS)
     errors = {r["line"]: r["error"] for r in records if r["status"] == "invalid_input"}
-    assert "line 3: not valid JSON" in errors[3]
+    assert ":3: not valid JSON" in errors[3]
     assert "'text'" in errors[4] and "bearish" in errors[5] and "JSON object" in errors[6]
     assert records[1]["gold"] == "negative"  # case-insensitive gold
 

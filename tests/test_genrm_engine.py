@@ -73,10 +73,35 @@ def test_context_truncation_is_counted(tiny_hf_model_dir):
 
 def test_vllm_backend_absent_is_a_clear_error(tiny_hf_model_dir):
     from findap_nemo.config import ConfigError
-    from findap_nemo.genrm.engines import has_vllm
+    from findap_nemo.inference_backend import has_vllm
 
     if has_vllm():
         pytest.skip("vLLM is installed here; the error path is for machines without it")
     with pytest.raises(ConfigError, match="vLLM is not installed"):
         make_engine("vllm", str(tiny_hf_model_dir))
     assert make_engine("auto", str(tiny_hf_model_dir), device="cpu").name == "hf"
+
+
+def test_backend_keys_have_one_owner_for_eval_and_genrm():
+    """FinEval and GenRM read the same `backend:` keys, defaults and checks (inference_backend.BackendConfig); GenRM
+    adds only its own (batch_size, concurrency); vLLM asked for where it is missing is a clear error."""
+    import dataclasses
+
+    from findap_nemo.config import ConfigError, load_config
+    from findap_nemo.eval.config import EvalConfig
+    from findap_nemo.genrm.config import GenRMConfig
+    from findap_nemo.inference_backend import BackendConfig, has_vllm, resolve_kind
+
+    shared = {f.name: f.default for f in dataclasses.fields(BackendConfig)}
+    ev = {f.name: f.default for f in dataclasses.fields(EvalConfig().backend)}
+    gr = {f.name: f.default for f in dataclasses.fields(GenRMConfig().backend)}
+    assert ev == shared and {k: gr[k] for k in shared} == shared and set(gr) - set(shared) == {"batch_size", "concurrency"}
+    for schema in (EvalConfig, GenRMConfig):
+        with pytest.raises(ConfigError, match=r"backend.gpu_memory_utilization=1.5.*in \(0, 1\]"):
+            load_config(schema, None, ["backend.gpu_memory_utilization=1.5"])
+        with pytest.raises(ConfigError, match=r"backend.kind='tgi'.*one of \['auto', 'hf', 'vllm'\]"):
+            load_config(schema, None, ["backend.kind=tgi"])
+    assert resolve_kind("hf") == "hf" and resolve_kind("auto") == "hf"  # no GPU here
+    if not has_vllm():
+        with pytest.raises(ConfigError, match="backend.kind='vllm': vLLM is not installed"):
+            resolve_kind("vllm")

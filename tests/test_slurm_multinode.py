@@ -292,3 +292,27 @@ def test_shipped_config_scripts_pass_sbatch_test_only(slurm_cluster, tmp_path, p
         res = job.resources
         used = int(re.search(r"using (\d+) processors", proc.stderr).group(1))
         assert used >= min(res.nodes, nodes) * res.ntasks_per_node * (res.cpus_per_task or 1), (job.name, proc.stderr)
+
+
+def test_findap_chain_runs_end_to_end_with_two_node_training(slurm_cluster, tmp_path):  # noqa: F811
+    """`findap-nemo slurm pipeline` with the shipped CPU chain (configs/slurm/findap_tiny_cpu.yaml): base model ->
+    megatron -> data -> training across two nodes (TP2) -> HF -> GenRM -> DPO across two nodes -> HF -> FinEval,
+    each stage a job started by its dependencies."""
+    run_dir = tmp_path / "chain"
+    slurm_cli(slurm_cluster, "pipeline", "--config", "configs/slurm/findap_tiny_cpu.yaml", f"run_dir={run_dir}",
+              f"vars.python={sys.executable}")
+    ids = submitted(run_dir)
+    assert list(ids) == ["base_hf", "base_mcore", "data", "train", "export_cptit", "genrm", "dpo", "export_dpo", "eval"]
+    states = slurm_cluster.wait(list(ids.values()), timeout=1500)
+    final = {n: states[i][0] for n, i in ids.items()}
+    assert all(info["JobState"] == "COMPLETED" for info in final.values()), \
+        ({n: info["JobState"] for n, info in final.items()}, _ctx(run_dir))
+    assert final["train"]["NumNodes"] == "2" and final["dpo"]["NumNodes"] == "2"
+    assert len(set(_hostnames(slurm_cluster, final["train"]["NodeList"]))) == 2
+    assert (run_dir / "train" / "latest_checkpointed_iteration.txt").read_text().strip() == "12"
+    pairs = (run_dir / "genrm" / "pairs.jsonl").read_text().splitlines()
+    assert pairs and (run_dir / "dpo" / "latest_checkpointed_iteration.txt").read_text().strip() == "6"
+    results = json.loads((run_dir / "eval" / "results.json").read_text())
+    assert set(results["models"]) == {"base", "cpt_it", "dpo"}
+    status = slurm_cli(slurm_cluster, "status", str(run_dir)).stdout
+    assert status.count("COMPLETED") == 9

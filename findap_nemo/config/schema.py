@@ -271,8 +271,10 @@ def validate_training(model: ModelConfig, parallel: ParallelConfig, precision: P
 
 
 @dataclass
-class TrainJobConfig:
-    """`findap-nemo train`: joint CPT+IT training."""
+class MegatronJobConfig:
+    """The sections every megatron-core job has (`findap-nemo train` and `dpo`): model, layout, precision,
+    optimizer, schedule, checkpoints and logging, checked together by :func:`validate_training`. A job adds its
+    own ``data`` section (and its objective's)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
@@ -281,11 +283,20 @@ class TrainJobConfig:
     train: ScheduleConfig = field(default_factory=ScheduleConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def validate_sections(self, world_size: int | None = None) -> Problems:
+        return validate_training(self.model, self.parallel, self.precision, self.optim, self.train, world_size,
+                                 self.checkpoint)
+
+
+@dataclass
+class TrainJobConfig(MegatronJobConfig):
+    """`findap-nemo train`: joint CPT+IT training."""
+
     data: TrainDataConfig = field(default_factory=TrainDataConfig)
 
     def validate(self, world_size: int | None = None) -> None:
-        p = validate_training(self.model, self.parallel, self.precision, self.optim, self.train, world_size,
-                              self.checkpoint)
+        p = self.validate_sections(world_size)
         p.check(self.data.mock or bool(self.data.manifest), "data.manifest", self.data.manifest,
                 "give the data stage's manifest.json (findap-nemo data ...) or set data.mock=true")
         if self.data.reset_attention_mask:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import glob
-import json
 import re
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from findap_nemo.files import BadLine, jsonl_lines
 
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -41,15 +42,10 @@ def eval_texts(patterns: Iterable[str], tasks: Iterable[str] = ()) -> Iterator[t
         for path in paths:
             if not Path(path).is_file():
                 raise FileNotFoundError(f"decontamination.eval_sets: {path} not found")
-            with open(path, encoding="utf-8") as f:
-                for lineno, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as err:
-                        raise ValueError(f"{path}:{lineno}: eval set line is not valid JSON ({err.msg})") from err
-                    yield path, "\n".join(_strings(row))
+            for _, _, row in jsonl_lines(path, objects=False):
+                if isinstance(row, BadLine):
+                    raise ValueError(f"decontamination.eval_sets: {row}")
+                yield path, "\n".join(_strings(row))
     tasks = list(tasks)
     if tasks:
         from findap_nemo.eval.registry import iter_eval_texts

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import glob
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 from findap_nemo.data.recipe import SourceConfig
+from findap_nemo.files import BadLine, jsonl_lines
 
 
 class DataError(ValueError):
@@ -56,28 +55,12 @@ def _raw_rows(src: SourceConfig, bad: Counter, skip_bad: bool) -> Iterator[tuple
                     i += 1
                     yield f"{path}:row {i}", row
             continue
-        with open(path, "rb") as f:
-            for lineno, raw in enumerate(f, 1):
-                where = f"{path}:{lineno}"
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    yield where, DataError(f"{where}: not valid UTF-8 ({err.reason} at byte {err.start}); "
-                                           f"re-encode the file as UTF-8")
-                    continue
-                if lineno == 1 and line.startswith("\ufeff"):  # a UTF-8 byte order mark (Windows editors write one)
-                    line = line[1:]
-                if not line.strip():
-                    yield where, _Empty(f"{where}: blank line", reason="blank line")
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    yield where, DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})")
-                    continue
-                if not isinstance(row, dict):
-                    yield where, DataError(f"{where}: expected a JSON object per line, got {type(row).__name__}")
-                    continue
+        for _, where, row in jsonl_lines(path, blanks=True):
+            if row is None:
+                yield where, _Empty(f"{where}: blank line", reason="blank line")
+            elif isinstance(row, BadLine):
+                yield where, DataError(row)
+            else:
                 yield where, row
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from findap_nemo.launch import add_launch_arguments, maybe_relaunch, will_launch
+from findap_nemo.launch import add_launch_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -60,33 +60,23 @@ def check_tokenizer(cfg, tokenizer) -> None:
 
 
 def run(args) -> int:
-    from findap_nemo.config import config_to_dict, load_config, save_config
     from findap_nemo.dpo.config import DPOJobConfig
+    from findap_nemo.train.job import load_job, run_job
 
-    if args.print_config:
-        import yaml
-
-        print(yaml.safe_dump(config_to_dict(load_config(DPOJobConfig, args.config, args.overrides)), sort_keys=False))
+    cfg = load_job(DPOJobConfig, args)
+    if cfg is None:
         return 0
-    # Validated here, before any rank starts: every problem once, not once per rank.
-    cfg = load_config(DPOJobConfig, args.config, args.overrides, world_size=will_launch(args))
-    code = maybe_relaunch(args, args.argv)
-    if code is not None:
-        return code
-    from findap_nemo.dpo.data import PairCollator
-    from findap_nemo.dpo.reference import build_reference, precompute
-    from findap_nemo.dpo.step import make_dpo_forward_step
-    from findap_nemo.dpo.trainer import DPOTrainer
-    from findap_nemo.parallel import destroy_distributed, init_distributed, is_rank0, print_rank0
-    from findap_nemo.tokenizer import load_tokenizer, pad_token_id
-    from findap_nemo.train.trainer import Interrupted
 
-    tokenizer = load_tokenizer(cfg.model.tokenizer)
-    check_tokenizer(cfg, tokenizer)
-    init_distributed(cfg.parallel, cfg.train.seed)
-    try:
-        if cfg.checkpoint.save and is_rank0():
-            save_config(cfg, f"{cfg.checkpoint.save}/config.yaml")
+    def build():
+        from findap_nemo.dpo.data import PairCollator
+        from findap_nemo.dpo.reference import build_reference, precompute
+        from findap_nemo.dpo.step import make_dpo_forward_step
+        from findap_nemo.dpo.trainer import DPOTrainer
+        from findap_nemo.parallel import print_rank0
+        from findap_nemo.tokenizer import load_tokenizer, pad_token_id
+
+        tokenizer = load_tokenizer(cfg.model.tokenizer)
+        check_tokenizer(cfg, tokenizer)
         datasets, sources = build_datasets(cfg, tokenizer)
         collate = PairCollator(pad_token_id(tokenizer), cfg.train.seq_length,
                                fixed_length=cfg.parallel.pipeline_model_parallel_size > 1,
@@ -98,11 +88,7 @@ def run(args) -> int:
         else:
             reference = build_reference(cfg)
             print_rank0("[dpo] reference log-probs computed on the fly (one forward-only pass per step)")
-        trainer = DPOTrainer(cfg, make_dpo_forward_step(cfg.dpo, cfg.model.vocab_size), datasets, collate_fn=collate,
-                             reference=reference)
-        trainer.fit()
-    except Interrupted as stop:
-        return int(stop.code)
-    finally:
-        destroy_distributed()
-    return 0
+        return DPOTrainer(cfg, make_dpo_forward_step(cfg.dpo, cfg.model.vocab_size), datasets, collate_fn=collate,
+                          reference=reference)
+
+    return run_job(cfg, args, build)

@@ -6,16 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from findap_nemo.config.schema import (
-    CheckpointConfig,
-    LoggingConfig,
-    ModelConfig,
-    OptimConfig,
-    ParallelConfig,
-    PrecisionConfig,
-    ScheduleConfig,
-    validate_training,
-)
+from findap_nemo.config.schema import MegatronJobConfig
 from findap_nemo.dpo.losses import PREFERENCE_LOSSES, SFT_REDUCTIONS
 
 
@@ -62,22 +53,14 @@ class DPODataConfig:
 
 
 @dataclass
-class DPOJobConfig:
+class DPOJobConfig(MegatronJobConfig):
     """`findap-nemo dpo`: preference training of a megatron GPT against its frozen initial weights."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
-    parallel: ParallelConfig = field(default_factory=ParallelConfig)
-    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: ScheduleConfig = field(default_factory=ScheduleConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
     data: DPODataConfig = field(default_factory=DPODataConfig)
     dpo: DPOLossConfig = field(default_factory=DPOLossConfig)
 
     def validate(self, world_size: int | None = None) -> None:
-        p = validate_training(self.model, self.parallel, self.precision, self.optim, self.train, world_size,
-                              self.checkpoint)
+        p = self.validate_sections(world_size)
         d, c = self.dpo, self.checkpoint
         p.check(d.preference_loss in PREFERENCE_LOSSES, "dpo.preference_loss", d.preference_loss,
                 f"use one of {list(PREFERENCE_LOSSES)}")

@@ -7,7 +7,6 @@ must learn to stop). Over-long pairs are dropped and counted, never truncated si
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections import Counter
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from findap_nemo.config import ConfigError
+from findap_nemo.files import BadLine, jsonl_lines
 from findap_nemo.tokenizer import end_of_turn_token, require_chat_template
 
 
@@ -111,20 +111,11 @@ def load_pairs(path: str, tokenizer, *, seq_length: int, default_chosen_reward: 
     fmt = ChatFormatter(tokenizer)
     report = LoadReport(path=str(path))
     records: list[PairRecord] = []
-    with open(path, encoding="utf-8") as f:
-        lines = f.readlines()
-    for i, line in enumerate(tqdm(lines, desc=f"tokenize {os.path.basename(path)}", disable=not progress,
-                                  mininterval=2.0)):
-        if not line.strip():
-            continue
-        where = f"{path} line {i + 1}"
+    for lineno, where, rec in tqdm(jsonl_lines(path), desc=f"tokenize {os.path.basename(path)}",
+                                   disable=not progress, mininterval=2.0, unit=" pairs"):
         report.lines += 1
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from err
-        if not isinstance(rec, dict):
-            raise ConfigError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+        if isinstance(rec, BadLine):
+            raise ConfigError(rec)
         prompt = _field(rec, ("prompt",), where, (str, list))
         if isinstance(prompt, list) and not all(isinstance(m, dict) and "role" in m and "content" in m
                                                 for m in prompt):
@@ -152,7 +143,7 @@ def load_pairs(path: str, tokenizer, *, seq_length: int, default_chosen_reward: 
         if len(p_ids) + max(len(c_ids), len(r_ids)) > seq_length + 1:
             report.dropped_too_long += 1
             continue
-        records.append(PairRecord(i, p_ids, c_ids, r_ids, rewards[0], rewards[1]))
+        records.append(PairRecord(lineno - 1, p_ids, c_ids, r_ids, rewards[0], rewards[1]))  # 0-based line index
     report.warnings = Counter({k: v for k, v in report.warnings.items() if v})
     report.kept = len(records)
     return records, report

@@ -8,7 +8,6 @@ back in request order.
 from __future__ import annotations
 
 import gc
-import importlib.util
 import logging
 from dataclasses import dataclass
 from typing import Optional
@@ -31,10 +30,6 @@ class LoglikResult:
     num_tokens: int
     is_greedy: bool  # every continuation token is the argmax
     truncated_prompt: bool = False
-
-
-def has_vllm() -> bool:
-    return importlib.util.find_spec("vllm") is not None
 
 
 class HFBackend(HFCausalLM):
@@ -221,15 +216,9 @@ class VLLMBackend:
 
 def make_backend(kind: str, path: str, **kwargs):
     """``hf``, ``vllm``, or ``auto`` (vLLM when installed and a GPU is present, else HF)."""
-    if kind == "auto":
-        from findap_nemo.runtime import has_cuda
+    from findap_nemo.inference_backend import resolve_kind
 
-        kind = "vllm" if has_vllm() and has_cuda() else "hf"
-    if kind == "vllm":
-        if not has_vllm():
-            from findap_nemo.config import ConfigError
-
-            raise ConfigError("backend='vllm': vllm is not installed; `pip install findap-nemo[vllm]` or use backend=hf")
+    if resolve_kind(kind) == "vllm":
         return VLLMBackend(path, **kwargs)
     kwargs.pop("tensor_parallel_size", None)
     kwargs.pop("gpu_memory_utilization", None)

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from findap_nemo.config import Problems
+from findap_nemo.inference_backend import BackendConfig
 
-BACKENDS = ("auto", "hf", "vllm")
-DTYPES = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -19,16 +18,6 @@ class GenerationConfig:
     batch_size: int = 8
     max_length: Optional[int] = None  # context limit; null: the model's max_position_embeddings
     seed: int = 0
-
-
-@dataclass
-class BackendConfig:
-    kind: str = "auto"  # auto (vLLM when installed and a GPU is present) | hf | vllm
-    device: str = "auto"  # hf: auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
-    device_map: Optional[str] = None  # hf: "auto" to spread a large model over all visible GPUs
-    tensor_parallel_size: int = 1  # vllm
-    gpu_memory_utilization: float = 0.9  # vllm
 
 
 @dataclass
@@ -70,11 +59,7 @@ class EvalConfig:
         p.check(g.batch_size >= 1, "generation.batch_size", g.batch_size, "must be >= 1")
         p.check(g.max_length is None or g.max_length >= 16, "generation.max_length", g.max_length, "null or >= 16")
         b = self.backend
-        p.check(b.kind in BACKENDS, "backend.kind", b.kind, f"one of {list(BACKENDS)}")
-        p.check(b.dtype in DTYPES, "backend.dtype", b.dtype, f"one of {list(DTYPES)}")
-        p.check(b.device == "auto" or b.device == "cpu" or b.device.startswith("cuda"), "backend.device", b.device,
-                "auto, cpu, cuda or cuda:N")
-        p.check(b.tensor_parallel_size >= 1, "backend.tensor_parallel_size", b.tensor_parallel_size, ">= 1")
+        b.validate(p)
         p.check(self.workers >= 1, "workers", self.workers, ">= 1")
         p.check(self.workers == 1 or b.kind != "vllm", "workers", self.workers,
                 "1 with backend.kind=vllm (vLLM batches one model over its GPUs itself; use "

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Iterator, Optional
 import yaml
 
 from findap_nemo.config import ConfigError, Problems
+from findap_nemo.files import BadLine, jsonl_lines
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REGISTRY = REPO_ROOT / "configs" / "eval" / "tasks"
@@ -250,18 +251,11 @@ def resolve_path(path: str, task_file: Optional[str] = None) -> Path:
 
 def _read_jsonl(path: Path) -> list[dict]:
     rows = []
-    with open(path, encoding="utf-8-sig") as f:  # tolerate a byte-order mark
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                row = {ERROR_KEY: f"{path.name} line {lineno}: not valid JSON ({err.msg})"}
-            if not isinstance(row, dict):
-                row = {ERROR_KEY: f"{path.name} line {lineno}: expected a JSON object, got {type(row).__name__}"}
-            row[LINE_KEY] = lineno
-            rows.append(row)
+    for lineno, _, row in jsonl_lines(path):
+        if isinstance(row, BadLine):  # scored as an invalid example, not a stop: the report counts them
+            row = {ERROR_KEY: str(row)}
+        row[LINE_KEY] = lineno
+        rows.append(row)
     return rows
 
 

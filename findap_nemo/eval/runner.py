@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from findap_nemo.files import write_jsonl_atomic, write_text_atomic as write_atomic
-from findap_nemo.config import ConfigError, config_to_dict, load_config
+from findap_nemo.config import config_to_dict, load_config
 from findap_nemo.eval.bootstrap import add_intervals, chance_level
 from findap_nemo.eval.config import EvalConfig
 from findap_nemo.eval.prompts import encode_continuation, encode_messages
@@ -59,7 +59,9 @@ def _fingerprint(task: TaskSpec, cfg: EvalConfig, model_path: str, rows: list[di
     """Everything a task's predictions depend on: the task spec, its examples, the generation and backend
     settings, the model's weights and tokenizer files (chat template included) and the scoring code's version."""
     return digest({"task": dataclasses.asdict(task), "gen": dataclasses.asdict(cfg.generation),
-                   "backend": dataclasses.asdict(cfg.backend), "model": os.path.abspath(model_path),
+                   # vLLM's memory share changes no prediction: editing it reuses them
+                   "backend": {k: v for k, v in dataclasses.asdict(cfg.backend).items()
+                               if k != "gpu_memory_utilization"}, "model": os.path.abspath(model_path),
                    "weights": weights_identity(model_path), "tokenizer": tokenizer_identity(model_path),
                    "examples": digest([rows, shots]), "n": len(rows), "limit": cfg.limit, "scoring": SCORING_VERSION}, 16)
 
@@ -249,7 +251,6 @@ def _evaluate_in_workers(cfg: EvalConfig, units, by_name: dict, data: dict, out:
 
 def run_eval(cfg: Any, overrides: Iterable[str] = ()) -> dict:
     """Evaluate ``cfg.models`` on ``cfg.tasks``; write everything to ``cfg.output_dir``; return results.json's dict."""
-    from findap_nemo.eval.backends import make_backend
     from findap_nemo.eval.report import results_markdown, write_comparison
 
     cfg = as_config(cfg, overrides)

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from findap_nemo.config import Problems
+from findap_nemo.inference_backend import BackendConfig
 
-BACKENDS = ("auto", "hf", "vllm")
-DTYPES = ("auto", "fp32", "bf16", "fp16")
 SCP_TARGETS = ("rejected", "all")
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,13 +67,8 @@ class SCPConfig:
 
 
 @dataclass
-class BackendConfig:
-    kind: str = "auto"  # auto (vLLM when installed and a GPU is present) | hf | vllm
-    device: str = "auto"  # hf: auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
-    batch_size: int = 16  # hf: sequences per generate()/forward call
-    tensor_parallel_size: int = 1  # vllm
-    gpu_memory_utilization: float = 0.85  # vllm (both models share a GPU when they differ: halve it)
+class GenRMBackendConfig(BackendConfig):
+    batch_size: int = 16  # hf: sequences per forward pass while sampling and judging
     concurrency: int = 32  # server urls: requests in flight at once
 
 
@@ -92,7 +86,7 @@ class GenRMConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     fap: FAPConfig = field(default_factory=FAPConfig)
     scp: SCPConfig = field(default_factory=SCPConfig)
-    backend: BackendConfig = field(default_factory=BackendConfig)
+    backend: GenRMBackendConfig = field(default_factory=GenRMBackendConfig)
 
     def validate(self) -> None:
         p = Problems()
@@ -144,13 +138,7 @@ class GenRMConfig:
         p.check(f.enabled or c.enabled, "fap.enabled/scp.enabled", (f.enabled, c.enabled),
                 "enable at least one pair method")
         b = self.backend
-        p.check(b.kind in BACKENDS, "backend.kind", b.kind, f"one of {list(BACKENDS)}")
-        p.check(b.dtype in DTYPES, "backend.dtype", b.dtype, f"one of {list(DTYPES)}")
-        p.check(b.device in ("auto", "cpu") or b.device.startswith("cuda"), "backend.device", b.device,
-                "auto, cpu, cuda or cuda:N")
+        b.validate(p)
         p.check(b.batch_size >= 1, "backend.batch_size", b.batch_size, ">= 1")
         p.check(b.concurrency >= 1, "backend.concurrency", b.concurrency, ">= 1")
-        p.check(b.tensor_parallel_size >= 1, "backend.tensor_parallel_size", b.tensor_parallel_size, ">= 1")
-        p.check(0 < b.gpu_memory_utilization <= 1, "backend.gpu_memory_utilization", b.gpu_memory_utilization,
-                "in (0, 1]")
         p.raise_if_any()

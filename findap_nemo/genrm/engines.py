@@ -9,7 +9,6 @@ from, instead of sampled text).
 from __future__ import annotations
 
 import gc
-import importlib.util
 from dataclasses import dataclass
 from typing import Optional
 
@@ -21,10 +20,6 @@ class Completion:
     text: str
     num_tokens: int  # generated tokens, without the stop token
     finished: bool  # ended on a stop token (False: cut at max_new_tokens)
-
-
-def has_vllm() -> bool:
-    return importlib.util.find_spec("vllm") is not None
 
 
 class _ContextFit:
@@ -100,10 +95,11 @@ class HFEngine(_ContextFit, HFCausalLM):
     name = "hf"
 
     def __init__(self, path: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16,
-                 max_length: Optional[int] = None, tokenizer=None, share_prefix: bool = True,
-                 drop_finished: bool = True, **_):
+                 max_length: Optional[int] = None, device_map: Optional[str] = None, tokenizer=None,
+                 share_prefix: bool = True, drop_finished: bool = True, **_):
         HFCausalLM.__init__(self, path, device=device, dtype=dtype, batch_size=batch_size, max_length=max_length,
-                            tokenizer=tokenizer, share_prefix=share_prefix, drop_finished=drop_finished)
+                            device_map=device_map, tokenizer=tokenizer, share_prefix=share_prefix,
+                            drop_finished=drop_finished)
         self.truncated_prompts = 0  # prompts cut from the left to fit the context (reported in the summary)
 
     def generate(self, prompts: list[list[int]], *, n: int = 1, temperature: float = 0.0, top_p: float = 1.0,
@@ -319,17 +315,10 @@ class OpenAIServerEngine(_ContextFit):
 def make_engine(kind: str, path: str, *, url: Optional[str] = None, **kwargs):
     """A server ``url`` means that server; else ``kind`` auto picks vLLM when it is installed and a GPU is
     visible, else transformers."""
-    import torch
+    from findap_nemo.inference_backend import resolve_kind
 
     if url:
         return OpenAIServerEngine(path, url=url, **kwargs)
-    if kind == "auto":
-        kind = "vllm" if has_vllm() and torch.cuda.is_available() else "hf"
-    if kind == "vllm":
-        if not has_vllm():
-            from findap_nemo.config import ConfigError
-
-            raise ConfigError("backend.kind='vllm': vLLM is not installed here; `pip install vllm` on a GPU node "
-                              "or use backend.kind=hf")
+    if resolve_kind(kind) == "vllm":
         return VLLMEngine(path, **kwargs)
     return HFEngine(path, **kwargs)

@@ -7,13 +7,13 @@ input is then rendered with the tokenizer's own chat template.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from findap_nemo.config import ConfigError
+from findap_nemo.files import BadLine, jsonl_lines
 
 REFERENCE_KEYS = ("reference", "reference_answer", "answer")
 
@@ -31,33 +31,25 @@ def read_prompts(path: str | Path, limit: Optional[int] = None) -> list[PromptRe
     path = Path(path)
     out: list[PromptRecord] = []
     seen: dict[str, int] = {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ConfigError(f"{where}: not valid JSON ({err.msg})") from err
-            if not isinstance(rec, dict):
-                raise ConfigError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-            q = rec.get("prompt", rec.get("question"))
-            if not isinstance(q, str) or not q.strip():
-                raise ConfigError(f"{where}: 'prompt' must be a non-empty string (the question to solve)")
-            ref = next((rec[k] for k in REFERENCE_KEYS if k in rec), None)
-            if ref is not None and not isinstance(ref, (str, int, float)):
-                raise ConfigError(f"{where}: 'reference' must be a string or a number")
-            sys_msg = rec.get("system")
-            if sys_msg is not None and not isinstance(sys_msg, str):
-                raise ConfigError(f"{where}: 'system' must be a string")
-            pid = str(rec.get("id", f"{path.stem}-{lineno}"))
-            if pid in seen:
-                raise ConfigError(f"{where}: duplicate id {pid!r} (first on line {seen[pid]}); ids key resumption")
-            seen[pid] = lineno
-            out.append(PromptRecord(pid, q.strip(), None if ref is None else str(ref), sys_msg))
-            if limit is not None and len(out) >= limit:
-                break
+    for lineno, where, rec in jsonl_lines(path):
+        if isinstance(rec, BadLine):
+            raise ConfigError(rec)
+        q = rec.get("prompt", rec.get("question"))
+        if not isinstance(q, str) or not q.strip():
+            raise ConfigError(f"{where}: 'prompt' must be a non-empty string (the question to solve)")
+        ref = next((rec[k] for k in REFERENCE_KEYS if k in rec), None)
+        if ref is not None and not isinstance(ref, (str, int, float)):
+            raise ConfigError(f"{where}: 'reference' must be a string or a number")
+        sys_msg = rec.get("system")
+        if sys_msg is not None and not isinstance(sys_msg, str):
+            raise ConfigError(f"{where}: 'system' must be a string")
+        pid = str(rec.get("id", f"{path.stem}-{lineno}"))
+        if pid in seen:
+            raise ConfigError(f"{where}: duplicate id {pid!r} (first on line {seen[pid]}); ids key resumption")
+        seen[pid] = lineno
+        out.append(PromptRecord(pid, q.strip(), None if ref is None else str(ref), sys_msg))
+        if limit is not None and len(out) >= limit:
+            break
     if not out:
         raise ConfigError(f"{path}: no prompts")
     return out

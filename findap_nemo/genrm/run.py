@@ -339,7 +339,7 @@ def _default_factory(cfg: GenRMConfig):
 
     def factory(spec: ModelSpec):
         return make_engine(b.kind, spec.model, url=spec.url, served_model=spec.served_model, device=b.device,
-                           dtype=b.dtype, batch_size=b.batch_size, max_length=spec.max_length,
+                           dtype=b.dtype, batch_size=b.batch_size, max_length=spec.max_length, device_map=b.device_map,
                            tensor_parallel_size=b.tensor_parallel_size,
                            gpu_memory_utilization=b.gpu_memory_utilization, concurrency=b.concurrency)
 

@@ -8,7 +8,6 @@ CPU and GPU), which is faster and keeps no score matrix for backward. It is the 
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from findap_nemo.launch import add_launch_arguments, maybe_relaunch, will_launch
+from findap_nemo.launch import add_launch_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,40 +56,21 @@ def check_vocab(cfg) -> None:
 
 
 def run(args) -> int:
-    if args.print_config:
-        import yaml
-
-        from findap_nemo.config import config_to_dict, load_config
-        from findap_nemo.config.schema import TrainJobConfig
-
-        print(yaml.safe_dump(config_to_dict(load_config(TrainJobConfig, args.config, args.overrides)),
-                             sort_keys=False))
-        return 0
-    from findap_nemo.config import load_config, save_config
     from findap_nemo.config.schema import TrainJobConfig
+    from findap_nemo.train.job import load_job, run_job
 
-    # Validated here, before any rank starts: every problem once, not once per rank.
-    cfg = load_config(TrainJobConfig, args.config, args.overrides, world_size=will_launch(args))
-    check_vocab(cfg)
-    code = maybe_relaunch(args, args.argv)
-    if code is not None:
-        return code
-    from findap_nemo.parallel import destroy_distributed, init_distributed, is_rank0
-    from findap_nemo.train.gpt_step import make_gpt_forward_step
-    from findap_nemo.train.trainer import Interrupted, Trainer
+    cfg = load_job(TrainJobConfig, args, check=check_vocab)
+    if cfg is None:
+        return 0
 
-    init_distributed(cfg.parallel, cfg.train.seed)
-    try:
-        if cfg.checkpoint.save and is_rank0():
-            save_config(cfg, f"{cfg.checkpoint.save}/config.yaml")
-        datasets = build_datasets(cfg, seed=cfg.train.seed)
-        trainer = Trainer(cfg, make_gpt_forward_step(cfg.data.reset_attention_mask), datasets)
-        trainer.fit()
-    except Interrupted as stop:
-        return int(stop.code)
-    finally:
-        destroy_distributed()
-    return 0
+    def build():
+        from findap_nemo.train.gpt_step import make_gpt_forward_step
+        from findap_nemo.train.trainer import Trainer
+
+        return Trainer(cfg, make_gpt_forward_step(cfg.data.reset_attention_mask),
+                       build_datasets(cfg, seed=cfg.train.seed))
+
+    return run_job(cfg, args, build)
 
 
 if __name__ == "__main__":
