@@ -23,7 +23,7 @@ def errors(*overrides, world_size=None) -> str:
 
 
 def test_preset_and_overrides_merge():
-    cfg = load("train.train_iters=7", "optim.lr=1e-4", "model.num_layers=8")
+    cfg = load("train.train_iters=7", "optim.lr=1e-4", "optim.min_lr=1e-5", "model.num_layers=8")
     assert cfg.train.train_iters == 7 and cfg.optim.lr == 1e-4
     assert cfg.model.num_layers == 8 and cfg.model.hidden_size == 64  # rest from the tiny preset
     assert cfg.model.rotary_base == 500000.0 and cfg.model.untie_embeddings_and_output_weights

@@ -73,7 +73,7 @@ def test_tied_gqa_and_qwen2_bias_logits_match_hf(tmp_path, tiny_tokenizer_dir):
 def test_trained_checkpoint_exports_with_its_logits(tmp_path, converted, tiny_hf_model_dir):
     """Train from the converted model at TP2 (3 steps), export the latest checkpoint with no merge step, and compare
     the exported HF model with the trained megatron model read back at other layouts (TP1, PP2)."""
-    from findap_nemo.convert.model_config_io import load_model_config
+    from findap_nemo.config.model_config_io import load_model_config
 
     m = load_model_config(converted / "model_config.yaml")
     shape = [f"model.{k}={getattr(m, k)}" for k in ("num_layers", "hidden_size", "ffn_hidden_size",

@@ -177,7 +177,7 @@ def test_pipeline_dependency_chain_runs_in_order(slurm_cluster, tmp_path):  # no
 def test_array_sweep_runs_each_override(slurm_cluster, tmp_path):  # noqa: F811
     """A sweep over a real stage: each array task prints the config it resolved with its own override."""
     run_dir = tmp_path / "sweep"
-    lrs = {"lr_small": 1.0e-4, "lr_mid": 5.0e-4, "lr_big": 2.0e-3}
+    lrs = {"lr_small": 5.0e-4, "lr_mid": 1.0e-3, "lr_big": 2.0e-3}  # tiny_cpu.yaml: min_lr 3e-4
     job = {"name": "lr_sweep", "stage": "train", "config": "configs/train/tiny_cpu.yaml", "args": ["--print-config"],
            "overrides": ["checkpoint.save=" + str(run_dir) + "/{sweep}"], "resume": False,
            "sweep": [{"name": k, "overrides": [f"optim.lr={v}"]} for k, v in lrs.items()]}

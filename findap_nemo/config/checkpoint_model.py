@@ -28,7 +28,7 @@ def checkpoint_model(pretrained: str | None) -> tuple[Path, dict[str, Any]] | No
     """(file, architecture keys + tokenizer) of the checkpoint a job starts from, or None when it has no config."""
     if not pretrained:
         return None
-    from findap_nemo.convert.model_config_io import find_model_config
+    from findap_nemo.config.model_config_io import find_model_config
 
     from findap_nemo.checkpoint_layout import checkpoint_root
 

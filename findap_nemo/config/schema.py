@@ -251,6 +251,17 @@ def validate_megatron(model: ModelConfig, parallel: ParallelConfig, precision: P
 OPTIMIZER_SHARDINGS = ("fully_reshardable", "dp_reshardable")  # the default first (CheckpointConfig)
 
 
+def use_te(model: ModelConfig) -> bool:
+    """Transformer Engine layers: when asked for, or (``auto``) when TE is installed and a GPU is present."""
+    from findap_nemo.runtime import has_cuda, has_transformer_engine
+
+    if model.transformer_impl == "local":
+        return False
+    if model.transformer_impl == "transformer_engine":
+        return True
+    return has_cuda() and has_transformer_engine()
+
+
 def validate_training(model: ModelConfig, parallel: ParallelConfig, precision: PrecisionConfig,
                       optim: OptimConfig, sched: ScheduleConfig, world_size: int | None = None,
                       checkpoint: CheckpointConfig | None = None) -> Problems:
@@ -263,7 +274,7 @@ def validate_training(model: ModelConfig, parallel: ParallelConfig, precision: P
                 "at any layout, dp_reshardable saves faster and resumes at the same TP/PP)")
     p.check(sched.train_iters >= 1, "train.train_iters", sched.train_iters, "must be >= 1")
     p.check(optim.lr > 0, "optim.lr", optim.lr, "must be > 0")
-    p.check(0 <= optim.min_lr <= optim.lr, "optim.min_lr", optim.min_lr,
+    p.check(optim.lr <= 0 or 0 <= optim.min_lr <= optim.lr, "optim.min_lr", optim.min_lr,
             f"must be in [0, optim.lr={optim.lr}]: the schedule decays from lr to min_lr; lower optim.min_lr too")
     p.check(optim.lr_decay_style in ("cosine", "linear", "constant"), "optim.lr_decay_style",
             optim.lr_decay_style, "use cosine, linear or constant")
@@ -300,8 +311,6 @@ class TrainJobConfig(MegatronJobConfig):
         p.check(self.data.mock or bool(self.data.manifest), "data.manifest", self.data.manifest,
                 "give the data stage's manifest.json (findap-nemo data ...) or set data.mock=true")
         if self.data.reset_attention_mask:
-            from findap_nemo.model.builder import use_te
-
             p.check(not use_te(self.model), "data.reset_attention_mask", True,
                     "per-document attention isolation is implemented as a dense mask for megatron's local layers; "
                     "with Transformer Engine set it to false (positions still reset) or model.transformer_impl=local")

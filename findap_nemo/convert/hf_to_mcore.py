@@ -25,7 +25,7 @@ from findap_nemo.config import ConfigError
 from findap_nemo.convert import layout, names
 from findap_nemo.convert.hf_config import hf_to_model_config, read_hf_config
 from findap_nemo.convert.mcore_io import ChunkedTensor, write_dist_checkpoint
-from findap_nemo.convert.model_config_io import MODEL_CONFIG_NAME, save_model_config
+from findap_nemo.config.model_config_io import MODEL_CONFIG_NAME, save_model_config
 from findap_nemo.convert.output import atomic_dir, check_output
 from findap_nemo.convert.progress import Progress
 from findap_nemo.convert.safetensors_io import SafetensorsReader

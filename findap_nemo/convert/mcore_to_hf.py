@@ -19,7 +19,7 @@ from findap_nemo.config.schema import ModelConfig
 from findap_nemo.convert import layout, names
 from findap_nemo.convert.hf_config import SUPPORTED, model_config_to_hf
 from findap_nemo.convert.mcore_io import DistCheckpointReader
-from findap_nemo.convert.model_config_io import find_model_config, load_model_config, pretrained_root
+from findap_nemo.config.model_config_io import find_model_config, load_model_config, pretrained_root
 from findap_nemo.convert.output import atomic_dir, check_output
 from findap_nemo.convert.progress import Progress
 from findap_nemo.convert.safetensors_io import TensorSpec, write_sharded

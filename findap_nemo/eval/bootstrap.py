@@ -20,6 +20,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from findap_nemo.eval.metrics import summarize
+
 RESAMPLES = 1000
 SEED = 0
 LEVEL = 0.95
@@ -163,7 +165,7 @@ def add_intervals(results: dict, root: Path, resamples: int = RESAMPLES, seed: i
     """Add 95% intervals to a results dict (in place): ``ci95`` per task, ``categories_ci95``/``overall_ci95`` per
     model, and ``paired`` deltas of every model against the first. Predictions are read from each task result's
     ``predictions`` path (relative to ``root``); a task without readable predictions gets no interval."""
-    from findap_nemo.eval.runner import summarize
+
 
     dists: dict[str, dict[str, np.ndarray]] = {}
     ids: dict[str, dict[str, list]] = {}

@@ -166,3 +166,13 @@ def check_rule(text: str, rule: Any) -> tuple[bool, Optional[str]]:
         return bool(fn(text or "", **args)), None
     except (TypeError, ValueError) as err:
         return False, f"rule {kind!r}: bad argument ({err})"
+
+
+def summarize(task_results: dict[str, dict]) -> tuple[dict[str, float], Optional[float]]:
+    """Category score = mean of its tasks' primary scores; overall = mean over categories."""
+    cats: dict[str, list[float]] = {}
+    for r in task_results.values():
+        cats.setdefault(r["category"], []).append(r["score"])
+    categories = {c: sum(v) / len(v) for c, v in cats.items()}
+    overall = sum(categories.values()) / len(categories) if categories else None
+    return categories, overall

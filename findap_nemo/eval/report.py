@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from findap_nemo.eval.bootstrap import add_intervals
+from findap_nemo.eval.metrics import summarize
 from findap_nemo.eval.registry import CATEGORIES
 
 
@@ -203,7 +204,7 @@ def write_comparison(results: dict, out: Path, chart: bool = True) -> dict:
 def merge_results(paths: list[str]) -> dict:
     """Merge several results.json files: a model named in several files gets the union of its tasks (later files
     win), so tasks split over separate jobs combine into one table; different models sit side by side."""
-    from findap_nemo.eval.runner import summarize
+
 
     merged: dict[str, Any] = {"tasks": {}, "models": {}, "merged_from": [str(p) for p in paths]}
     for p in paths:

@@ -26,6 +26,7 @@ from findap_nemo.eval.bootstrap import add_intervals, chance_level
 from findap_nemo.eval.config import EvalConfig
 from findap_nemo.eval.prompts import encode_continuation, encode_messages
 from findap_nemo.eval.registry import REPO_ROOT, TaskSpec, load_examples, load_registry, select_tasks
+from findap_nemo.eval.metrics import summarize
 from findap_nemo.eval.scoring import Prepared, aggregate, invalid_record, prepare, score_generation, score_loglik
 from findap_nemo.fingerprint import digest, tokenizer_identity, weights_identity
 
@@ -155,16 +156,6 @@ def _unit_cost(task: TaskSpec, rows: list[dict], cfg: EvalConfig) -> float:
     if task.type == "multiple_choice" and task.mc_method == "loglik":
         return prompt
     return prompt + len(rows) * (cfg.generation.max_new_tokens or task.max_new_tokens)
-
-
-def summarize(task_results: dict[str, dict]) -> tuple[dict[str, float], Optional[float]]:
-    """Category score = mean of its tasks' primary scores; overall = mean over categories."""
-    cats: dict[str, list[float]] = {}
-    for r in task_results.values():
-        cats.setdefault(r["category"], []).append(r["score"])
-    categories = {c: sum(v) / len(v) for c, v in cats.items()}
-    overall = sum(categories.values()) / len(categories) if categories else None
-    return categories, overall
 
 
 class _UnitEvaluator:

@@ -13,8 +13,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from findap_nemo.config.schema import ModelConfig, ParallelConfig, PrecisionConfig
-from findap_nemo.runtime import has_cuda, has_transformer_engine
+from findap_nemo.config.schema import ModelConfig, ParallelConfig, PrecisionConfig, use_te
+from findap_nemo.runtime import has_cuda
 
 
 def padded_vocab_size(vocab_size: int, divisible_by: int, tp: int) -> int:
@@ -28,14 +28,6 @@ def params_dtype(precision: PrecisionConfig) -> torch.dtype:
     if name == "auto":
         name = "bf16" if has_cuda() else "fp32"
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
-
-
-def use_te(model: ModelConfig) -> bool:
-    if model.transformer_impl == "local":
-        return False
-    if model.transformer_impl == "transformer_engine":
-        return True
-    return has_cuda() and has_transformer_engine()
 
 
 def transformer_config(model: ModelConfig, parallel: ParallelConfig, precision: PrecisionConfig):

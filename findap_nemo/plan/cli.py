@@ -180,7 +180,8 @@ def measure_and_compare(cfg) -> int:
     import torch
 
     from findap_nemo.config import ConfigError
-    from findap_nemo.model.builder import params_dtype, use_te
+    from findap_nemo.config.schema import use_te
+    from findap_nemo.model.builder import params_dtype
     from findap_nemo.parallel import destroy_distributed, init_distributed, is_rank0
     from findap_nemo.plan.layout import Layout
     from findap_nemo.plan.measure import measure_training_memory

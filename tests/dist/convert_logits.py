@@ -17,7 +17,7 @@ if __name__ == "__main__":
     from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
 
     from findap_nemo.config.schema import ParallelConfig, PrecisionConfig
-    from findap_nemo.convert.model_config_io import find_model_config, load_model_config
+    from findap_nemo.config.model_config_io import find_model_config, load_model_config
     from findap_nemo.model.builder import build_model
     from findap_nemo.parallel import destroy_distributed, init_distributed
     from findap_nemo.train.checkpointing import latest_checkpoint, load_checkpoint
