@@ -53,6 +53,11 @@ def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
         if name == stage:  # only import the stage that is actually used
             mod = importlib.import_module(module)
             mod.add_arguments(p)
+            from findap_nemo.config.describe import SCHEMAS
+
+            if name in SCHEMAS:
+                p.add_argument("--help-config", action="store_true",
+                               help="list every config key with its type, default and meaning, and exit")
             p.epilog = mod.__doc__
             for action in p._actions:  # a stage's own subcommands (convert hf-to-mcore, slurm submit) format alike
                 if isinstance(action, argparse._SubParsersAction):
@@ -79,6 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=_QUIET)
     argv = list(sys.argv[1:] if argv is None else argv)
     stage = next((a for a in argv if not a.startswith("-")), None)
+    if "--help-config" in argv and stage in STAGES:
+        from findap_nemo.config.describe import SCHEMAS, help_config_text
+
+        if stage not in SCHEMAS:
+            print(f"findap-nemo {stage} has no config file: its options are the flags of `findap-nemo {stage} --help`",
+                  file=sys.stderr)
+            return 2
+        sys.stdout.write(help_config_text(stage))
+        return 0
     parser = build_parser(stage if stage in STAGES else None)
     args = parser.parse_args(argv)
     args.argv = argv  # stages that re-launch themselves (torchrun) need the original command line

@@ -96,6 +96,7 @@ def test_grid_names_and_config_errors(tmp_path, monkeypatch):
         ({"variants": [{"name": "joint-lo"}], "grid": grid}, "occur twice"),
         ({"variants": [{"name": "a"}], "evaluate": "some"}, "evaluate='some'"),
         ({"variants": [{"name": "a"}], "pipeline": "nope.yaml"}, "pipeline='nope.yaml'"),
+        ({"variants": [{"name": "a"}], "reference": "b"}, "reference='b': not a variant"),
     ]
     for over, message in bad:
         path = _write(tmp_path, _base(tmp_path, **over), "bad.yaml")
@@ -209,6 +210,11 @@ def test_tiny_ablation_shares_stages_survives_a_failure_and_resumes_a_killed_var
     assert rows["long"]["cost"]["train_tokens"] == 3 * rows["lo"]["cost"]["train_tokens"]  # 18 vs 6 iterations
     assert rows["seq"]["cost"]["train_tokens"] == rows["lo"]["cost"]["train_tokens"]  # 3 + 3 vs 6 iterations
     assert rows["seq"]["recipe"] == "sequential"
+    # the recipes against each other, pairwise (the first compared variant is the reference unless one is named)
+    assert results["reference"] == "lo" and rows["lo"]["vs_reference"] is None
+    vs = rows["seq"]["vs_reference"]["unseen_similar"]
+    assert len(vs["delta_ci95"]) == 2 and vs["delta"] == pytest.approx(
+        rows["seq"]["categories"]["unseen_similar"]["score"] - rows["lo"]["categories"]["unseen_similar"]["score"])
     cat = rows["lo"]["categories"]["unseen_similar"]
     assert cat["delta"] == pytest.approx(cat["score"] - cat["base_score"]) and len(cat["delta_ci95"]) == 2
     assert [p.stat().st_mtime_ns for p in base_preds] == base_written  # the base is evaluated once

@@ -95,7 +95,8 @@ def compare(cfg, vs, hint: str) -> int:
             print(f"\nfindap-nemo ablate: {err}", file=sys.stderr)
             return err.code
         models = {m: v.name for v in vs if results[v.name].get("status") == "done" for m in v.models(cfg.evaluate)}
-    md, html = write_comparison(cfg.title, out, results, read_comparison(out) if stage is not None else None, models)
+    md, html = write_comparison(cfg.title, out, results, read_comparison(out) if stage is not None else None, models,
+                                reference=cfg.reference)
     failed = [f"{n} ({r.get('status')})" for n, r in results.items() if r.get("status") != "done"]
     print(f"comparison: {md} and {html}" + (f"; not compared: {', '.join(failed)}" if failed else ""), flush=True)
     return 0

@@ -13,7 +13,7 @@ import itertools
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from findap_nemo.config import ConfigError, Problems, load_config
 from findap_nemo.pipeline.config import PipelineConfig, StageSpec
@@ -42,6 +42,9 @@ class AblationConfig:
     # trained one) | all (the trained one as <variant>_sft too)
     evaluate: str = "final"
     eval: StageSpec = field(default_factory=StageSpec)  # the comparison's FinEval; default: the pipeline's eval
+    # the variant every other one is also compared with, pairwise on the same items (the recipe comparison
+    # itself: does sequential forget more than joint?); default: the first variant that finished
+    reference: Optional[str] = None
     # SLURM only (--slurm): resources per stage over the cluster config's, e.g. {train: {nodes: 2}, eval: {...}}
     slurm_resources: Dict[str, Any] = field(default_factory=dict)
 
@@ -67,6 +70,8 @@ class AblationConfig:
             p.check(stage in Paths.FOLDERS, f"slurm_resources.{stage}", res, f"stages are {list(Paths.FOLDERS)}")
         p.raise_if_any()
         names = [v.name for v in expand(self)]
+        if self.reference is not None and self.reference not in names:
+            raise ConfigError(f"reference={self.reference!r}: not a variant; variants: {names}")
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ConfigError(f"variants: names {dup} occur twice (a listed variant and a grid combination, or two "

@@ -38,6 +38,31 @@ def category_deltas(comparison: dict, model: str) -> dict[str, dict]:
     return out
 
 
+def against_reference(eval_dir: Path, reference: str, models: list[str]) -> dict[str, dict[str, dict]]:
+    """Paired-bootstrap changes of each model against ``reference`` (another variant, not the base) per category:
+    the recipe comparison itself (e.g. does sequential forget more than joint?), on the same items."""
+    import copy
+    import json
+
+    from findap_nemo.eval.bootstrap import add_intervals
+
+    path = eval_dir / "results.json"
+    if not path.is_file():
+        return {}
+    results = json.loads(path.read_text(encoding="utf-8"))
+    if reference not in results["models"]:
+        return {}
+    order = [reference] + [m for m in models if m != reference and m in results["models"]]
+    sub = copy.deepcopy(results)
+    sub["models"] = {m: results["models"][m] for m in order}
+    paired = add_intervals(sub, eval_dir)["paired"]["models"]
+    out = {}
+    for m in order[1:]:
+        out[m] = {c: {"delta": e.get("delta"), "delta_ci95": e.get("ci95"), "excludes_zero": e.get("excludes_zero")}
+                  for c, e in paired[m]["categories"].items()}
+    return out
+
+
 def _chart(rows: list[dict], cats: list[str], path: Path) -> Path | None:
     """Grouped bars of each variant's change per category with its 95% interval: gain (left), kept (right)."""
     groups = [(t, [c for c in g if c in cats]) for t, g in (("gain: finance", GAIN),
@@ -82,8 +107,9 @@ def _chart(rows: list[dict], cats: list[str], path: Path) -> Path | None:
 
 
 def write_comparison(title: str, out: Path, variant_results: dict[str, dict], comparison: dict | None,
-                     models: dict[str, str]) -> tuple[Path, Path]:
-    """``models``: FinEval model name -> variant name (a variant may contribute its final and its SFT model)."""
+                     models: dict[str, str], reference: str | None = None) -> tuple[Path, Path]:
+    """``models``: FinEval model name -> variant name (a variant may contribute its final and its SFT model);
+    ``reference``: the model the others are also compared with, pairwise (default: the first compared)."""
     rows = []
     for model, variant in models.items():
         res = variant_results.get(variant, {})
@@ -98,7 +124,13 @@ def write_comparison(title: str, out: Path, variant_results: dict[str, dict], co
                          "recipe": res.get("recipe"), "preference": res.get("preference"), "cost": res.get("cost"),
                          "categories": None})
     cats = [r["name"] for r in (comparison or {}).get("rows", []) if r["kind"] == "category"]
+    compared = [r["model"] for r in rows if r.get("categories")]
+    reference = reference if reference in compared else (compared[0] if compared else None)
+    vs_ref = against_reference(out / "eval", reference, compared) if reference and len(compared) > 1 else {}
+    for r in rows:
+        r["vs_reference"] = vs_ref.get(r["model"])
     write_json_atomic(out / "results.json", {"title": title, "baseline": (comparison or {}).get("baseline"),
+                                             "reference": reference if vs_ref else None,
                                              "base_scores": _base_scores(comparison), "variants": rows})
 
     rep = Report(title, out)
@@ -120,6 +152,19 @@ def write_comparison(title: str, out: Path, variant_results: dict[str, dict], co
             table.append(line)
         rep.text(md_table(table))
     rep.image(_chart([r for r in rows if r.get("categories")], cats, out / "ablation.png"))
+    if vs_ref:
+        rep.heading(f"Against {reference}: the recipes compared with each other")
+        rep.text(f"Each variant minus `{reference}` on the same items (paired bootstrap, 95% intervals; * = the "
+                 f"interval excludes 0): a negative change in a kept category means more forgetting than "
+                 f"`{reference}`, a positive one in finance more gain.")
+        table = []
+        for r in rows:
+            if r["model"] in vs_ref:
+                line = {"variant": r["model"]}
+                for c in [c for c in (*GAIN, *KEPT) if c in cats]:
+                    line[CATEGORY_NAMES.get(c, c)] = _cell(vs_ref[r["model"]].get(c))
+                table.append(line)
+        rep.text(md_table(table))
     rep.heading("Cost")
     rep.text("CPU seconds are the user + system time of each stage's processes, counted in full for every variant "
              "that uses a stage (shared stages ran once); training = train, GenRM and DPO stages.")

@@ -17,23 +17,25 @@ from findap_nemo.config.loader import Problems
 class ModelConfig:
     """Llama-architecture GPT shape (RMSNorm, SwiGLU, RoPE, GQA). ``preset`` loads configs/model/<preset>.yaml."""
 
-    preset: Optional[str] = None
-    num_layers: int = 2
-    hidden_size: int = 64
-    ffn_hidden_size: int = 176
-    num_attention_heads: int = 4
+    preset: Optional[str] = None  # configs/model/<preset>.yaml (llama3-8b, llama3-70b, tiny, ...) under the file's keys
+    num_layers: int = 2  # transformer blocks
+    hidden_size: int = 64  # model width
+    ffn_hidden_size: int = 176  # SwiGLU inner width
+    num_attention_heads: int = 4  # query heads
     num_query_groups: int = 2  # GQA: number of KV heads
     kv_channels: Optional[int] = None  # head dim; default hidden_size // num_attention_heads
     vocab_size: int = 512  # the tokenizer's vocabulary; padded to make_vocab_size_divisible_by * TP in the model
+    # embedding rows padded to a multiple of this x TP (padded rows never predicted)
     make_vocab_size_divisible_by: int = 128
-    max_position_embeddings: int = 8192
-    rotary_base: float = 500000.0
+    max_position_embeddings: int = 8192  # longest sequence the RoPE tables cover
+    rotary_base: float = 500000.0  # RoPE theta (Llama 3: 500000)
     rope_scaling: bool = False  # Llama 3.1 frequency scaling
-    rope_scaling_factor: float = 8.0
-    norm_epsilon: float = 1e-5
+    rope_scaling_factor: float = 8.0  # with rope_scaling
+    norm_epsilon: float = 1e-5  # RMSNorm epsilon
+    # false: the output layer shares the embedding (SmolLM2, Llama 3.2 1B/3B)
     untie_embeddings_and_output_weights: bool = True
     add_qkv_bias: bool = False  # Qwen2-style
-    init_method_std: float = 0.02
+    init_method_std: float = 0.02  # random init (a pretrained checkpoint replaces it)
     attention_dropout: float = 0.0
     hidden_dropout: float = 0.0
     # "auto": Transformer Engine layer spec when TE imports and a GPU is present, else megatron's local spec.
@@ -44,7 +46,7 @@ class ModelConfig:
     attention_backend: str = "sdpa"
     recompute_granularity: Optional[str] = None  # null | selective | full
     recompute_method: Optional[str] = None  # uniform | block (full recompute)
-    recompute_num_layers: Optional[int] = None
+    recompute_num_layers: Optional[int] = None  # layers per recompute chunk (full recompute)
     tokenizer: Optional[str] = None  # HF tokenizer folder (chat template taken from it)
 
     @property
@@ -54,14 +56,15 @@ class ModelConfig:
 
 @dataclass
 class ParallelConfig:
-    tensor_model_parallel_size: int = 1
-    pipeline_model_parallel_size: int = 1
+    tensor_model_parallel_size: int = 1  # TP: splits every layer's matrices; must divide the KV heads
+    pipeline_model_parallel_size: int = 1  # PP: splits the layers into stages; must divide num_layers
+    # interleaved PP: model chunks per stage (smaller bubble)
     virtual_pipeline_model_parallel_size: Optional[int] = None
-    sequence_parallel: bool = False
-    context_parallel_size: int = 1
-    use_distributed_optimizer: bool = True
-    overlap_grad_reduce: bool = False
-    overlap_param_gather: bool = False
+    sequence_parallel: bool = False  # SP: norms and dropout split over the sequence across TP ranks (needs TP > 1)
+    context_parallel_size: int = 1  # CP: attention split over the sequence (long contexts)
+    use_distributed_optimizer: bool = True  # Adam states sharded over data-parallel ranks (ZeRO-1)
+    overlap_grad_reduce: bool = False  # overlap the gradient reduce-scatter with the backward pass (GPU)
+    overlap_param_gather: bool = False  # overlap the parameter all-gather with the next forward pass (GPU)
 
 
 @dataclass
@@ -70,22 +73,22 @@ class PrecisionConfig:
     params_dtype: str = "auto"  # auto | fp32 | bf16 | fp16
     fp8: Optional[str] = None  # null | hybrid | e4m3  (Transformer Engine on Hopper only)
     fp8_recipe: str = "delayed"  # delayed | tensorwise (current scaling) | mxfp8 | blockwise
-    fp8_margin: int = 0
-    fp8_amax_history_len: int = 1024
+    fp8_margin: int = 0  # delayed scaling: exponent margin
+    fp8_amax_history_len: int = 1024  # delayed scaling: amax history window
     fp8_amax_compute_algo: str = "max"  # max | most_recent
-    fp8_param_gather: bool = False
+    fp8_param_gather: bool = False  # keep FP8 weights and all-gather them in FP8 (distributed optimizer)
 
 
 @dataclass
 class OptimConfig:
-    optimizer: str = "adam"
+    optimizer: str = "adam"  # adam (AdamW: decoupled weight decay)
     lr: float = 5e-6  # FinDAP CPT+IT
-    min_lr: float = 0.0
+    min_lr: float = 0.0  # the schedule decays from lr to this; <= lr
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
     adam_eps: float = 1e-8
-    clip_grad: float = 1.0
+    clip_grad: float = 1.0  # global gradient-norm clip; 0 turns it off
     lr_warmup_fraction: Optional[float] = 0.1  # FinDAP: warmup proportion 0.1
     lr_warmup_iters: int = 0  # used when lr_warmup_fraction is null
     lr_decay_style: str = "cosine"  # cosine | linear | constant
@@ -94,14 +97,14 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    micro_batch_size: int = 1
-    global_batch_size: int = 16
+    micro_batch_size: int = 1  # sequences per rank per forward pass
+    global_batch_size: int = 16  # sequences per optimizer step: a multiple of micro_batch_size x data-parallel size
     seq_length: int = 8000  # FinDAP CPT+IT
-    train_iters: int = 1000
-    seed: int = 1234
-    eval_interval: Optional[int] = None
-    eval_iters: int = 1
-    log_interval: int = 1
+    train_iters: int = 1000  # optimizer steps
+    seed: int = 1234  # weights init, data order and dropout
+    eval_interval: Optional[int] = None  # validation every N steps (and at the end); null: none
+    eval_iters: int = 1  # validation batches per evaluation
+    log_interval: int = 1  # metrics line every N steps
     exit_interval: Optional[int] = None  # stop (after saving) at this iteration: for tests and time-boxed jobs
 
 
@@ -110,7 +113,7 @@ class CheckpointConfig:
     save: Optional[str] = None  # directory of iter_XXXXXXX checkpoints + latest pointer
     load: Optional[str] = None  # resume from here (defaults to `save` when it has a checkpoint)
     pretrained: Optional[str] = None  # initial weights only (e.g. a converted HF model); ignored when resuming
-    save_interval: Optional[int] = 1000
+    save_interval: Optional[int] = 1000  # checkpoint every N steps (and at the end); null: at the end only
     keep_last: Optional[int] = 2  # delete older checkpoints; null keeps all
     save_on_signal: bool = True  # SIGUSR1/SIGTERM -> save at the next step boundary and exit (SLURM preemption)
     save_optimizer: bool = True  # false: weights only (Megatron-LM's --no-save-optim); a resume restarts Adam
@@ -127,7 +130,7 @@ class CheckpointConfig:
 class LoggingConfig:
     tensorboard_dir: Optional[str] = None  # default: <checkpoint.save>/tensorboard
     metrics_file: Optional[str] = None  # JSONL of per-step metrics; default <checkpoint.save>/metrics.jsonl
-    progress_bar: bool = True
+    progress_bar: bool = True  # tqdm bar on rank 0
 
 
 @dataclass

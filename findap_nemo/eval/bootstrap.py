@@ -165,8 +165,6 @@ def add_intervals(results: dict, root: Path, resamples: int = RESAMPLES, seed: i
     """Add 95% intervals to a results dict (in place): ``ci95`` per task, ``categories_ci95``/``overall_ci95`` per
     model, and ``paired`` deltas of every model against the first. Predictions are read from each task result's
     ``predictions`` path (relative to ``root``); a task without readable predictions gets no interval."""
-
-
     dists: dict[str, dict[str, np.ndarray]] = {}
     ids: dict[str, dict[str, list]] = {}
     for model, m in results["models"].items():

@@ -204,8 +204,6 @@ def write_comparison(results: dict, out: Path, chart: bool = True) -> dict:
 def merge_results(paths: list[str]) -> dict:
     """Merge several results.json files: a model named in several files gets the union of its tasks (later files
     win), so tasks split over separate jobs combine into one table; different models sit side by side."""
-
-
     merged: dict[str, Any] = {"tasks": {}, "models": {}, "merged_from": [str(p) for p in paths]}
     for p in paths:
         data = json.loads(Path(p).read_text(encoding="utf-8"))
