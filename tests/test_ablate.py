@@ -80,7 +80,8 @@ def test_grid_names_and_config_errors(tmp_path, monkeypatch):
     from findap_nemo.config import ConfigError
 
     monkeypatch.chdir(REPO)
-    grid = {"recipe": [{"name": "joint", "overrides": ["recipe=joint"]}, {"name": "seq", "overrides": ["recipe=sequential"]}],
+    grid = {"recipe": [{"name": "joint", "overrides": ["recipe=joint"]},
+                       {"name": "seq", "overrides": ["recipe=sequential"]}],
             "lr": [{"name": "lo", "stages": {"train": ["optim.lr=1e-4"]}},
                    {"name": "hi", "stages": {"train": ["optim.lr=1e-3"]}}]}
     cfg = load(str(_write(tmp_path, _base(tmp_path, grid=grid))))
@@ -107,7 +108,8 @@ def test_grid_names_and_config_errors(tmp_path, monkeypatch):
     path = _write(tmp_path, _base(tmp_path, variants=[{"name": "x", "overrides": ["recipe=interleaved"]}]), "bad.yaml")
     with pytest.raises(ConfigError, match="variant x: .*recipe='interleaved'.*joint"):
         _variants(path)
-    path = _write(tmp_path, _base(tmp_path, variants=[{"name": "x"}, {"name": "y", "overrides": ["base_model.seed=1"]}]),
+    path = _write(tmp_path, _base(tmp_path, variants=[{"name": "x"},
+                                                      {"name": "y", "overrides": ["base_model.seed=1"]}]),
                   "bad.yaml")
     with pytest.raises(ConfigError, match="2 different base models"):
         _variants(path)

@@ -30,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="redo every stage of the selected variants (shared ones once)")
     p.add_argument("--compare-only", action="store_true",
                    help="run no variant: evaluate the finished ones against the base and write the comparison")
-    p.add_argument("--list", action="store_true", help="print the variants, their stages and what they share; run nothing")
+    p.add_argument("--list", action="store_true",
+                   help="print the variants, their stages and what they share; run nothing")
     p.add_argument("--slurm", metavar="CLUSTER_YAML",
                    help="submit as SLURM jobs with this `findap-nemo slurm` config (cluster, resources, container)")
     p.add_argument("--slurm-override", action="append", default=[], metavar="KEY=VALUE",

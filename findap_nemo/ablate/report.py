@@ -33,7 +33,8 @@ def category_deltas(comparison: dict, model: str) -> dict[str, dict]:
         info = (r.get(f"delta_ci95_vs_{base}") or {}).get(model)
         out[r["name"]] = {"n": r.get("n"), "score": r["scores"].get(model), "ci95": (r.get("ci95") or {}).get(model),
                           "base_score": r["scores"].get(base), "delta": d,
-                          "delta_ci95": (info or {}).get("ci95"), "excludes_zero": bool((info or {}).get("excludes_zero")),
+                          "delta_ci95": (info or {}).get("ci95"),
+                          "excludes_zero": bool((info or {}).get("excludes_zero")),
                           "verdict": verdict(d, info)}
     return out
 

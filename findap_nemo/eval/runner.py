@@ -167,7 +167,8 @@ class _UnitEvaluator:
         self.path: Optional[str] = None
         self.backend = None
 
-    def __call__(self, name: str, path: str, task: TaskSpec, rows: list[dict], shots: list[dict]) -> dict:
+    def __call__(self, name: str, path: str, task: TaskSpec, rows: list[dict], shots: list[dict],
+                 fingerprint: str) -> dict:
         from findap_nemo.eval.backends import make_backend
 
         cfg = self.cfg
@@ -186,7 +187,7 @@ class _UnitEvaluator:
         pred_path = self.out / "predictions" / name / f"{task.name}.jsonl"
         write_jsonl_atomic(pred_path, records)
         write_atomic(pred_path.with_suffix(".meta.json"), json.dumps(
-            {"fingerprint": _fingerprint(task, cfg, path, rows, shots), "model": path, "task": task.name,
+            {"fingerprint": fingerprint, "model": path, "task": task.name,
              "result": agg}, indent=2))
         return agg
 
@@ -215,9 +216,9 @@ def _worker_init(cfg: EvalConfig, out: Path, slots, threads: int, level: int) ->
     _WORKER = _UnitEvaluator(cfg, out, device)
 
 
-def _worker_unit(name: str, path: str, task: TaskSpec, rows: list[dict], shots: list[dict]) -> dict:
+def _worker_unit(name: str, path: str, task: TaskSpec, rows: list[dict], shots: list[dict], fingerprint: str) -> dict:
     assert _WORKER is not None
-    return _WORKER(name, path, task, rows, shots)
+    return _WORKER(name, path, task, rows, shots, fingerprint)
 
 
 def _evaluate_in_workers(cfg: EvalConfig, units, by_name: dict, data: dict, out: Path, done: dict) -> None:
@@ -234,8 +235,8 @@ def _evaluate_in_workers(cfg: EvalConfig, units, by_name: dict, data: dict, out:
     log.info("%d (model, task) units over %d worker processes, %d CPU thread(s) each", len(units), workers, threads)
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
                              initargs=(cfg, out, ctx.Value("i", 0), threads, log.getEffectiveLevel())) as pool:
-        futures = {pool.submit(_worker_unit, name, path, by_name[task], *data[task]): (name, task)
-                   for name, path, task in units}
+        futures = {pool.submit(_worker_unit, name, path, by_name[task], *data[task], fp): (name, task)
+                   for name, path, task, fp in units}
         for fut, (name, task) in futures.items():
             done[name][task] = fut.result()
 
@@ -267,19 +268,20 @@ def run_eval(cfg: Any, overrides: Iterable[str] = ()) -> dict:
     }
     log.info("evaluating %d model(s) on %d task(s): %s", len(cfg.models), len(tasks), ", ".join(data))
     done: dict[str, dict[str, dict]] = {name: {} for name in cfg.models}
-    units: list[tuple[str, str, str]] = []  # (model, path, task) still to evaluate, model by model
+    units: list[tuple[str, str, str, str]] = []  # (model, path, task, fingerprint) to evaluate, model by model
     for name, path in cfg.models.items():
         for task in tasks:
             rows, shots = data[task.name]
             meta_path = (out / "predictions" / name / f"{task.name}.jsonl").with_suffix(".meta.json")
             pred_path = meta_path.with_suffix("").with_suffix(".jsonl")
+            fp = _fingerprint(task, cfg, path, rows, shots)  # once per unit: it hashes the model's files
             if not cfg.overwrite and meta_path.is_file() and pred_path.is_file():
                 meta = json.loads(meta_path.read_text(encoding="utf-8"))
-                if meta.get("fingerprint") == _fingerprint(task, cfg, path, rows, shots):
+                if meta.get("fingerprint") == fp:
                     log.info("%s/%s: reusing %s", name, task.name, pred_path)
                     done[name][task.name] = meta["result"]
                     continue
-            units.append((name, path, task.name))
+            units.append((name, path, task.name, fp))
     by_name = {t.name: t for t in tasks}
     if cfg.workers > 1 and len(units) > 1:
         # longest first: a costly unit started last would leave the other workers idle until it ends
@@ -287,8 +289,8 @@ def run_eval(cfg: Any, overrides: Iterable[str] = ()) -> dict:
         _evaluate_in_workers(cfg, units, by_name, data, out, done)
     else:
         worker = _UnitEvaluator(cfg, out)
-        for name, path, task_name in units:
-            done[name][task_name] = worker(name, path, by_name[task_name], *data[task_name])
+        for name, path, task_name, fp in units:
+            done[name][task_name] = worker(name, path, by_name[task_name], *data[task_name], fp)
         worker.close()
     for name, path in cfg.models.items():
         per_task = {t.name: done[name][t.name] for t in tasks}
