@@ -90,3 +90,7 @@ def test_pipeline_config_errors(tmp_path):
     proc = cli("run", "configs/demo_tiny.yaml", "base_model.tokenizer=/nope", "train.config=/nope.yaml", check=False)
     assert proc.returncode == 2
     assert "base_model.tokenizer='/nope'" in proc.stderr and "train.config='/nope.yaml'" in proc.stderr
+    proc = cli("run", "configs/demo_tiny.yaml", "convert.config=configs/x.yaml", "recipe=sequentially", check=False)
+    assert proc.returncode == 2
+    assert "convert.config='configs/x.yaml': the convert stage takes flags" in proc.stderr
+    assert "recipe='sequentially': use one of: joint" in proc.stderr

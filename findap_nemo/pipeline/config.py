@@ -92,6 +92,9 @@ class PipelineConfig:
                 p.check(bool(spec.config), f"{name}.config", spec.config, f"give the {name} stage's YAML config")
                 if spec.config:
                     p.check(os.path.isfile(spec.config), f"{name}.config", spec.config, "file not found")
+        p.check(self.convert.config is None, "convert.config", self.convert.config,
+                "the convert stage takes flags, not a config file: give them as convert.overrides (e.g. "
+                "[--dtype, bf16]); they reach every conversion of the run")
         if self.train_cpt.config:
             p.check(os.path.isfile(self.train_cpt.config), "train_cpt.config", self.train_cpt.config, "file not found")
         p.raise_if_any()
