@@ -70,6 +70,9 @@ def test_stages_are_shared_by_content_not_by_name(tmp_path, monkeypatch):
     assert len({*placed("a", "data"), *placed("cpt", "data"), *placed("it", "data")}) == 3
     assert [vs["seq"].kinds[st.name] for st in vs["seq"].stages] == [
         "base_hf", "base_mcore", "data_cpt", "train_cpt", "data", "train", "export_cptit"]
+    # the interpreter is not part of a key: a job running another python (a container's) finds the same folders
+    monkeypatch.setattr(sys, "executable", "/opt/container/bin/python")
+    assert [st.name for st in _variants(path)[0].stages] == [st.name for st in vs["a"].stages]
     # the IT run of the sequential recipe starts from its CPT run
     seq_train = next(st for st in vs["seq"].stages if vs["seq"].kinds[st.name] == "train").command()
     assert f"checkpoint.pretrained={vs['seq'].paths.train_cpt}" in seq_train

@@ -62,7 +62,9 @@ def place(pipeline: PipelineConfig, store: Path) -> tuple[Paths, list[Stage], di
         kind = st.name
         paths.roots[kind] = _UNPLACED
         cmd = st.command()
-        key = fingerprint_json([cmd, stage_inputs(st, cmd, stages[:i])])[:12]
+        # not the interpreter (cmd[0]): the SLURM comparison job may run another python (a container's) than the
+        # submission, and must find the same folders
+        key = fingerprint_json([cmd[1:], stage_inputs(st, cmd, stages[:i])])[:12]
         # the sequential recipe's CPT data and CPT run are a cpt_only variant's data and run when the commands agree
         name = f"{kind.removesuffix('_cpt')}-{key}"
         paths.roots[kind] = store / name
