@@ -258,3 +258,7 @@ def test_ablation_on_slurm_shares_stages_and_compares_after_a_failed_variant(slu
     rows = {r["model"]: r for r in results["variants"]}
     assert rows["ok"]["status"] == "done" and rows["ok"]["categories"]
     assert rows["bad"]["status"] == "not finished" and "stage train-" in rows["bad"]["reason"]
+    # cost as SLURM allocated it: the jobs' run time x CPUs (no GPUs on this cluster), and the tokens trained
+    cost = rows["ok"]["cost"]
+    assert cost["gpu_hours"] == 0 and cost["cpu_core_hours"] > 0 and cost["train_tokens"] > 0, cost
+    assert "CPU-core-hours" in (run / "compare" / "report.md").read_text()

@@ -167,14 +167,22 @@ def write_comparison(title: str, out: Path, variant_results: dict[str, dict], co
                 table.append(line)
         rep.text(md_table(table))
     rep.heading("Cost")
-    rep.text("CPU seconds are the user + system time of each stage's processes, counted in full for every variant "
-             "that uses a stage (shared stages ran once); training = train, GenRM and DPO stages.")
-    rep.text(md_table([{"variant": r["model"], "status": r.get("status") or "-",
-                        "train tokens": (r.get("cost") or {}).get("train_tokens"),
-                        "training CPU s": _round((r.get("cost") or {}).get("training_cpu_seconds")),
-                        "all stages CPU s": _round((r.get("cost") or {}).get("cpu_seconds")),
-                        "why not compared": r.get("reason") or ("" if r.get("categories") else r.get("status"))}
-                       for r in rows]))
+    rep.text("CPU seconds are the user + system time of each stage's processes (on SLURM: GPU- and CPU-core-hours "
+             "of each stage's job as allocated), counted in full for every variant that uses a stage (shared stages "
+             "ran once); training = train, GenRM and DPO stages.")
+    slurm = any("gpu_hours" in (r.get("cost") or {}) for r in rows)
+    table = []
+    for r in rows:
+        c = r.get("cost") or {}
+        line = {"variant": r["model"], "status": r.get("status") or "-", "train tokens": c.get("train_tokens")}
+        if slurm:  # stage jobs on SLURM: what SLURM allocated, not what the processes used
+            line.update({"GPU-hours": c.get("gpu_hours"), "CPU-core-hours": c.get("cpu_core_hours")})
+        else:
+            line.update({"training CPU s": _round(c.get("training_cpu_seconds")),
+                         "all stages CPU s": _round(c.get("cpu_seconds"))})
+        line["why not compared"] = r.get("reason") or ("" if r.get("categories") else r.get("status"))
+        table.append(line)
+    rep.text(md_table(table))
     if comparison:
         rep.heading("Every model on every category (scores in %)")
         rep.text(headline_markdown(comparison))

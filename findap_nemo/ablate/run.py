@@ -117,10 +117,35 @@ def _result_from_outputs(cfg: AblationConfig, v: Variant) -> dict:
                            f"stage {st.name} has not finished ({missing[0]} missing; its log: {logs}/{st.name}*)")
         rec = Path(cfg.run_dir) / "stages" / f"{st.name}.json"
         records[st.name] = json.loads(rec.read_text()) if rec.is_file() else {}
-    return _result(v, records, "done")
+    result = _result(v, records, "done")
+    usage = slurm_usage(cfg, v)
+    if usage:
+        result["cost"].update(usage)
+    return result
 
 
-def _train_tokens(paths: Paths, v: Variant) -> int | None:
+def slurm_usage(cfg: AblationConfig, v: Variant) -> dict | None:
+    """GPU-hours and CPU-core-hours of the variant's stage jobs (`--slurm`), from SLURM itself; None when the
+    ablation was not submitted or SLURM no longer knows its jobs."""
+    from findap_nemo.slurm.status import job_usage
+
+    path = Path(cfg.run_dir) / "slurm" / "jobs.json"
+    if not path.is_file():
+        return None
+    try:
+        ids = {j["name"]: j["job_id"] for rec in json.loads(path.read_text()) for j in rec.get("jobs", [])}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+    usages = [job_usage(ids[st.name]) for st in v.stages if st.name in ids]
+    usages = [u for u in usages if u]
+    if not usages:
+        return None
+    return {"gpu_hours": round(sum(u["seconds"] * u["gpus"] for u in usages) / 3600, 3),
+            "cpu_core_hours": round(sum(u["seconds"] * u["cpus"] for u in usages) / 3600, 3),
+            "wall_seconds": sum(u["seconds"] for u in usages)}
+
+
+def _train_tokens(v: Variant) -> int | None:
     """Tokens the variant's training stages processed (iterations x tokens per iteration, from their metrics)."""
     from findap_nemo.pipeline.report import read_jsonl
 
@@ -128,7 +153,7 @@ def _train_tokens(paths: Paths, v: Variant) -> int | None:
     for kind in ("train_cpt", "train"):
         if kind not in v.kinds.values():
             continue
-        rows = [r for r in read_jsonl(paths.roots[kind] / "metrics.jsonl") if "tokens_per_s" in r]
+        rows = [r for r in read_jsonl(v.paths.roots[kind] / "metrics.jsonl") if "tokens_per_s" in r]
         if rows:
             last = rows[-1]
             total += int(round(last["iteration"] * last["tokens_per_s"] * last["step_time_s"]))
@@ -150,7 +175,7 @@ def _result(v: Variant, records: dict[str, dict], status: str, reason: str = "")
             "cost": {"cpu_seconds": sum(s["cpu_seconds"] or 0 for s in stages),
                      "training_cpu_seconds": sum(s["cpu_seconds"] or 0 for s in stages if s["stage"] in training),
                      "wall_seconds": sum(s["seconds"] or 0 for s in stages),
-                     "train_tokens": _train_tokens(v.paths, v) if status == "done" else None},
+                     "train_tokens": _train_tokens(v) if status == "done" else None},
             "finished_at": time.time()}
 
 

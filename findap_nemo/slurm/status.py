@@ -45,6 +45,35 @@ def _sacct(job_id: str) -> list[dict[str, str]]:
     return rows
 
 
+def _tres_count(tres: str, key: str) -> int:
+    """``cpu=16,mem=500G,node=2,billing=16,gres/gpu=16`` -> the count of ``key`` (0 when absent)."""
+    for item in tres.split(","):
+        k, _, v = item.partition("=")
+        if k == key and v.isdigit():
+            return int(v)
+    return 0
+
+
+def job_usage(job_id: str) -> dict[str, float] | None:
+    """What a finished job used: run seconds and allocated GPUs and CPUs (summed over requeued attempts is not
+    possible here: the last attempt's), from slurmctld while it remembers the job, else from accounting (sacct);
+    None when neither knows it."""
+    from findap_nemo.slurm.config import parse_time
+
+    rows = _scontrol(job_id)
+    if rows:
+        info = rows[0]
+        tres = info.get("AllocTRES") or info.get("TRES") or ""
+        seconds = parse_time(info.get("RunTime", "0:0:0"))
+    else:
+        out = _run(["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "ElapsedRaw,AllocTRES"]).splitlines()
+        if not out or "|" not in out[0]:
+            return None
+        elapsed, tres = out[0].split("|", 1)
+        seconds = int(elapsed) if elapsed.isdigit() else 0
+    return {"seconds": float(seconds), "gpus": _tres_count(tres, "gres/gpu"), "cpus": _tres_count(tres, "cpu")}
+
+
 _PROGRESS = re.compile(r"(iter \d+/\d+[^\n]{0,80}|\[findap-slurm\][^\n]{0,160})")
 # A training stage's log line: "[train] iter 12/30 lm_loss=... step_time_s=0.54 tokens_per_s=939.4 ..."
 _ITER = re.compile(r"\biter (\d+)/(\d+)\b[^\n]*?\btokens_per_s=([0-9.eE+]+)")
