@@ -35,8 +35,8 @@ class AblationConfig:
     pipeline: str = ""  # the base pipeline YAML: base model and every stage's config (configs/demo.yaml)
     overrides: List[str] = field(default_factory=list)  # pipeline overrides applied to every variant
     run_dir: str = "runs/ablate"  # store/ (stage outputs, one folder per distinct stage), variants/, compare/
-    title: str = "FinDAP ablation"
-    variants: List[VariantSpec] = field(default_factory=list)
+    title: str = "FinDAP ablation"  # the comparison report's heading
+    variants: List[VariantSpec] = field(default_factory=list)  # each: name, overrides, stages
     grid: Dict[str, List[VariantSpec]] = field(default_factory=dict)  # axis -> levels; the product adds variants
     # which models of a variant FinEval compares with the base: final (the DPO model when DPO is on, else the
     # trained one) | all (the trained one as <variant>_sft too)

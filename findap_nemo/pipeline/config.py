@@ -13,7 +13,7 @@ class StageSpec:
     config: Optional[str] = None  # the stage's own YAML (configs/<stage>/...)
     overrides: list[str] = field(default_factory=list)  # extra dotted overrides for that stage
     nproc_per_node: Optional[int] = None  # megatron stages: local processes (CPU gloo ranks / GPUs)
-    enabled: bool = True
+    enabled: bool = True  # false: the run skips this stage (and, for DPO, its export and evaluation)
 
 
 @dataclass
@@ -29,7 +29,7 @@ class BaseModelSpec:
     gguf: Optional[str] = None
     random_preset: Optional[str] = None  # configs/model/<preset>.yaml shape, random weights (tests, smoke runs)
     tokenizer: Optional[str] = "samples/tokenizer"  # for the random model (real checkpoints bring their own)
-    seed: int = 0
+    seed: int = 0  # the random model's weights
 
     @property
     def kind(self) -> str:
@@ -48,8 +48,8 @@ RECIPES = {
 
 @dataclass
 class PipelineConfig:
-    run_dir: str = "runs/demo"
-    title: str = "FinDAP pipeline"
+    run_dir: str = "runs/demo"  # every stage writes below it; stages/ records what finished, logs/ each log
+    title: str = "FinDAP pipeline"  # the report's heading
     base_model: BaseModelSpec = field(default_factory=BaseModelSpec)
     recipe: str = "joint"  # joint | sequential | cpt_only | it_only (RECIPES)
     data: StageSpec = field(default_factory=StageSpec)
