@@ -8,7 +8,7 @@ from pathlib import Path
 
 from findap_nemo.files import write_json_atomic
 from findap_nemo.pipeline.headline import CATEGORY_NAMES, headline_markdown, verdict
-from findap_nemo.pipeline.report import Report, md_table, read_json
+from findap_nemo.pipeline.report import Report, md_table, read_json, round1
 
 GAIN = ("unseen_similar", "novel_finance")  # the domain: what adaptation is for
 KEPT = ("novel_concepts", "general", "reasoning", "instruction_following")  # what it must not forget
@@ -178,8 +178,8 @@ def write_comparison(title: str, out: Path, variant_results: dict[str, dict], co
         if slurm:  # stage jobs on SLURM: what SLURM allocated, not what the processes used
             line.update({"GPU-hours": c.get("gpu_hours"), "CPU-core-hours": c.get("cpu_core_hours")})
         else:
-            line.update({"training CPU s": _round(c.get("training_cpu_seconds")),
-                         "all stages CPU s": _round(c.get("cpu_seconds"))})
+            line.update({"training CPU s": round1(c.get("training_cpu_seconds")),
+                         "all stages CPU s": round1(c.get("cpu_seconds"))})
         line["why not compared"] = r.get("reason") or ("" if r.get("categories") else r.get("status"))
         table.append(line)
     rep.text(md_table(table))
@@ -198,10 +198,6 @@ def _base_scores(comparison: dict | None) -> dict:
     base = comparison["baseline"]
     return {r["name"]: {"score": r["scores"].get(base), "ci95": (r.get("ci95") or {}).get(base), "n": r.get("n")}
             for r in comparison["rows"] if r["kind"] in ("category", "overall")}
-
-
-def _round(x):
-    return None if x is None else round(float(x), 1)
 
 
 def read_comparison(out: Path) -> dict | None:

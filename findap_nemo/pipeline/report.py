@@ -30,6 +30,11 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
+def round1(x) -> float | None:
+    """A measured value as the report tables show it: one decimal, None stays None."""
+    return None if x is None else round(float(x), 1)
+
+
 def md_table(rows: list[dict], columns: list[str] | None = None) -> str:
     if not rows:
         return "_(none)_"

@@ -45,7 +45,6 @@ class Paths:
     base_hf = property(lambda self: self.roots["base_hf"])
     tokenizer = property(lambda self: self._tokenizer or self.base_hf)
     base_mcore = property(lambda self: self.roots["base_mcore"])
-    data_cpt = property(lambda self: self.roots["data_cpt"])
     train_cpt = property(lambda self: self.roots["train_cpt"])
     data = property(lambda self: self.roots["data"])
     manifest = property(lambda self: self.data / "manifest.json")
@@ -60,6 +59,10 @@ class Paths:
 
 TRAIN_TITLES = {"joint": "joint CPT+IT training", "sequential": "IT training from the CPT run (sequential recipe)",
                 "cpt_only": "CPT-only training", "it_only": "IT-only training"}
+# recipe -> (blend.kinds of its `data` stage, what that build holds)
+RECIPE_DATA = {"joint": ("", "CPT+IT blend"), "cpt_only": ("[cpt]", "the CPT part of the blend"),
+               "it_only": ("[it]", "the IT part of the blend"),
+               "sequential": ("[it]", "the IT part of the blend (stage 2)")}
 
 
 def build_stages(cfg: PipelineConfig, p: Paths | None = None) -> list[Stage]:
@@ -68,8 +71,8 @@ def build_stages(cfg: PipelineConfig, p: Paths | None = None) -> list[Stage]:
     if cfg.base_model.kind == "gguf":
         stages.append(Stage(
             "base_hf", f"base model: {cfg.base_model.gguf} (GGUF -> HF safetensors)",
-            lambda: stage_cli("convert", None, "gguf-to-hf", "--gguf", str(cfg.base_model.gguf), "--out", str(p.base_hf),
-                         "--force"),
+            lambda: stage_cli("convert", None, "gguf-to-hf", "--gguf", str(cfg.base_model.gguf),
+                              "--out", str(p.base_hf), "--force"),
             lambda: [p.base_hf / "config.json"]))
     elif cfg.base_model.kind == "random":
         stages.append(Stage(
@@ -85,18 +88,16 @@ def build_stages(cfg: PipelineConfig, p: Paths | None = None) -> list[Stage]:
         lambda: [p.base_mcore]))
 
     def data_stage(name: str, kinds: str, what: str) -> Stage:
-        def out() -> Path:
-            return p.roots[name]
-
         return Stage(name, f"FinTrain data: {what} -> Megatron indexed datasets",
-                     lambda: stage_cli("data", cfg.data, f"tokenizer={p.tokenizer}", f"output_dir={out()}",
-                                  "overwrite=true", *([f"blend.kinds={kinds}"] if kinds else [])),
-                     lambda: [out() / "manifest.json"])
+                     lambda: stage_cli("data", cfg.data, f"tokenizer={p.tokenizer}", f"output_dir={p.roots[name]}",
+                                       "overwrite=true", *([f"blend.kinds={kinds}"] if kinds else [])),
+                     lambda: [p.roots[name] / "manifest.json"])
 
     def train_stage(name: str, spec: StageSpec, data: str, start: Callable[[], Path], title: str) -> Stage:
         return Stage(name, f"{title} (megatron-core)",
-                     lambda: stage_cli("train", spec, "data.mock=false", f"data.manifest={p.roots[data] / 'manifest.json'}",
-                                  f"checkpoint.save={p.roots[name]}", f"checkpoint.pretrained={start()}"),
+                     lambda: stage_cli("train", spec, "data.mock=false",
+                                       f"data.manifest={p.roots[data] / 'manifest.json'}",
+                                       f"checkpoint.save={p.roots[name]}", f"checkpoint.pretrained={start()}"),
                      lambda: [p.roots[name] / TRACKER])
 
     # The model config (shape, RoPE, vocabulary, tokenizer) travels with the converted weights into train and DPO.
@@ -107,10 +108,7 @@ def build_stages(cfg: PipelineConfig, p: Paths | None = None) -> list[Stage]:
         stages.append(train_stage("train_cpt", cfg.train_cpt_spec(), "data_cpt", lambda: p.base_mcore,
                                   "CPT training (sequential recipe, stage 1)"))
     if cfg.data.enabled:
-        kinds = {"joint": "", "cpt_only": "[cpt]", "it_only": "[it]", "sequential": "[it]"}[recipe]
-        stages.append(data_stage("data", kinds, {"joint": "CPT+IT blend", "cpt_only": "the CPT part of the blend",
-                                                 "it_only": "the IT part of the blend",
-                                                 "sequential": "the IT part of the blend (stage 2)"}[recipe]))
+        stages.append(data_stage("data", *RECIPE_DATA[recipe]))
     stages.append(train_stage("train", cfg.train, "data",
                               (lambda: p.train_cpt) if recipe == "sequential" else (lambda: p.base_mcore),
                               TRAIN_TITLES[recipe]))
@@ -150,7 +148,7 @@ def build_stages(cfg: PipelineConfig, p: Paths | None = None) -> list[Stage]:
 
 # ----------------------------------------------------------------------------------------------------- report
 def write_report(cfg: PipelineConfig, records: dict[str, dict]):
-    from findap_nemo.pipeline.report import Report, loss_curves, md_table, read_json, read_jsonl
+    from findap_nemo.pipeline.report import Report, loss_curves, md_table, read_json, read_jsonl, round1
 
     p = Paths(cfg)
     rep = Report(cfg.title, p.report)
@@ -222,14 +220,14 @@ def write_report(cfg: PipelineConfig, records: dict[str, dict]):
     rep.heading("Stages: timings")
     rows = []
     for name, rec in records.items():
-        rows.append({"stage": name, "title": rec.get("title"), "wall s": _round(rec.get("seconds")),
-                     "CPU s": _round(rec.get("cpu_seconds")),
+        rows.append({"stage": name, "title": rec.get("title"), "wall s": round1(rec.get("seconds")),
+                     "CPU s": round1(rec.get("cpu_seconds")),
                      "this run": "skipped (done earlier, inputs unchanged)" if rec.get("skipped")
                      else f"ran ({rec.get('reason') or 'not run before'})"})
     if rows:
-        rows.append({"stage": "**total**", "title": "", "wall s": _round(sum(r.get("seconds") or 0 for r in
+        rows.append({"stage": "**total**", "title": "", "wall s": round1(sum(r.get("seconds") or 0 for r in
                                                                             records.values())),
-                     "CPU s": _round(sum(r.get("cpu_seconds") or 0 for r in records.values())), "this run": ""})
+                     "CPU s": round1(sum(r.get("cpu_seconds") or 0 for r in records.values())), "this run": ""})
     rep.text("Wall time depends on what else the machine ran; CPU seconds (user + system of each stage's process "
              "tree) do not.")
     rep.text(md_table(rows))
@@ -243,10 +241,6 @@ def write_report(cfg: PipelineConfig, records: dict[str, dict]):
     if thr:
         rep.text(md_table(thr))
     return rep.write()
-
-
-def _round(x):
-    return None if x is None else round(float(x), 1)
 
 
 def _median(values):

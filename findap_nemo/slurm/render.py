@@ -132,7 +132,8 @@ def render_job(cfg: SlurmConfig, job: JobSpec, *, source: str, default_depends: 
         if saves:
             ckpts.append(str(Path(p["workdir"], saves[-1])))
     return RenderedJob(name=job.name, script=script, script_path=p["scripts"] / f"{job.name}.sbatch",
-                       log_pattern=log_pattern, depends_on=deps, dependency=job.dependency, array_size=len(job.sweep) or None, resources=res,
+                       log_pattern=log_pattern, depends_on=deps, dependency=job.dependency,
+                       array_size=len(job.sweep) or None, resources=res,
                        checkpoint_dirs=ckpts)
 
 

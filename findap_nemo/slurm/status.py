@@ -55,9 +55,9 @@ def _tres_count(tres: str, key: str) -> int:
 
 
 def job_usage(job_id: str) -> dict[str, float] | None:
-    """What a finished job used: run seconds and allocated GPUs and CPUs (summed over requeued attempts is not
-    possible here: the last attempt's), from slurmctld while it remembers the job, else from accounting (sacct);
-    None when neither knows it."""
+    """What a finished job used: the run seconds (of its last attempt, when it was requeued) and the GPUs and CPUs
+    allocated to it, from slurmctld while it remembers the job, else from accounting (sacct); None when neither
+    knows it."""
     from findap_nemo.slurm.config import parse_time
 
     rows = _scontrol(job_id)
