@@ -101,6 +101,7 @@ def test_grid_names_and_config_errors(tmp_path, monkeypatch):
         ({"variants": [{"name": "a"}], "evaluate": "some"}, "evaluate='some'"),
         ({"variants": [{"name": "a"}], "pipeline": "nope.yaml"}, "pipeline='nope.yaml'"),
         ({"variants": [{"name": "a"}], "reference": "b"}, "reference='b': not a variant"),
+        ({"variants": [{"name": "a"}], "slurm_resources": {"trian": {"nodes": 2}}}, "slurm_resources.trian"),
     ]
     for over, message in bad:
         path = _write(tmp_path, _base(tmp_path, **over), "bad.yaml")
@@ -148,6 +149,10 @@ def test_shipped_cluster_ablations_render_for_slurm(tmp_path, which, nodes):
 def test_shipped_cpu_ablation_is_valid():
     out = cli("ablate", "configs/ablations/recipes_cpu.yaml", "--list").stdout
     assert out.startswith("4 variants") and "[shared with sequential]" in out
+    bad = cli("ablate", "configs/ablations/recipes_cpu.yaml", "--only", "jiont", check=False)
+    assert bad.returncode == 2 and "--only ['jiont']: no such variant; variants: ['joint'" in bad.stderr
+    bad = cli("ablate", "configs/ablations/recipes_cpu.yaml", "--dry-run", check=False)
+    assert bad.returncode == 2 and "--dry-run renders SLURM jobs: give --slurm" in bad.stderr
 
 
 @pytest.mark.slow

@@ -129,7 +129,8 @@ def test_layout_checked_against_ranks(tmp_path):
 
 def test_job_problems_name_their_keys(tmp_path):
     stages = [{"name": "a", "stage": "training", "config": "configs/nope.yaml"},
-              {"name": "b", "command": "true", "depends_on": ["later"], "resources": {"gpu_per_node": 1}}]
+              {"name": "b", "command": "true", "depends_on": ["later"], "resources": {"gpu_per_node": 1},
+               "dependency": "afterfail"}]
     with pytest.raises(ConfigError) as err:
         load(tmp_path, {"resources": {"gpus_per_node": 0}, "stages": stages})
     text = str(err.value)
@@ -137,6 +138,7 @@ def test_job_problems_name_their_keys(tmp_path):
     assert "stages[0].config='configs/nope.yaml': file not found" in text
     assert "stages[1].depends_on='later': must name an earlier job" in text
     assert "stages[1].resources: gpu_per_node" in text
+    assert "stages[1].dependency='afterfail': use afterok or afterany" in text
 
 
 def test_pipeline_dependencies_default_to_previous_stage(tmp_path):
