@@ -70,15 +70,19 @@ def bench_engine(engine, label: str, recs, templates, policy_ids, args, per_call
     """Sampling and FAP judging with ``per_call`` prompts per engine call (all prompts at once when 0)."""
     from findap_nemo.genrm.pairs import fap_score
     from findap_nemo.genrm.prompts import answer_token_ids, encode_chat
+    from findap_nemo.genrm.run import sample_seed
 
     tok = engine.tokenizer
     step = per_call or len(policy_ids)
+
+    # per-prompt seeds, as the stage passes them: every sample draws from its own random stream (RowSeededSampler)
+    seeds = [sample_seed(1234, r.id, "solve") for r in recs]
 
     def sample():
         out = []
         for i in range(0, len(policy_ids), step):
             out += engine.generate(policy_ids[i:i + step], n=args.num_samples, temperature=1.0, top_p=0.95,
-                                   max_new_tokens=args.max_new_tokens, seed=i)
+                                   max_new_tokens=args.max_new_tokens, seeds=seeds[i:i + step])
         return out
 
     s_time, gens = timed(sample, args.repeats)
@@ -121,7 +125,8 @@ def main() -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
-    from findap_nemo.genrm.engines import HFEngine, VLLMEngine, has_vllm
+    from findap_nemo.genrm.engines import HFEngine, VLLMEngine
+    from findap_nemo.inference_backend import has_vllm
 
     if args.gpu and not torch.cuda.is_available():
         raise SystemExit("--gpu: no CUDA device visible")
