@@ -16,7 +16,6 @@ Writes benchmarks/results/data_throughput.{json,md}. Work files go to benchmarks
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import platform

@@ -195,3 +195,21 @@ def test_help_config_lists_every_key_with_its_comment():
     assert "blend.kinds: list = [cpt, it]\n    Which kinds the blend trains on" in cli("data", "--help-config").stdout
     bad = cli("convert", "--help-config", check=False)
     assert bad.returncode == 2 and "has no config file" in bad.stderr
+
+
+def test_one_word_for_redo_and_renamed_keys_say_so(tmp_path):
+    """data, eval and genrm share `force` (true: discard an earlier run's output and redo; false: keep finished
+    work); the keys it replaced fail with the new name, not a guess."""
+    from findap_nemo.config.describe import SCHEMAS, schema_of
+
+    for stage in ("data", "eval", "genrm"):
+        assert schema_of(stage)().force is False, stage
+    cases = [("data", "configs/data/demo.yaml", "overwrite=true", "overwrite (command line): unknown key; renamed: force"),
+             ("eval", "configs/eval/demo.yaml", "overwrite=false", "overwrite (command line): unknown key; renamed: force"),
+             ("genrm", "configs/genrm/demo.yaml", "resume=false", "resume=false is force=true")]
+    for stage, config, override, expected in cases:
+        proc = cli(stage, "--config", config, override, "--print-config", check=False)
+        assert proc.returncode == 2 and expected in proc.stderr, (stage, proc.stderr)
+    # every stage with a config file prints it resolved, the same way
+    for stage in set(SCHEMAS) - {"slurm"}:  # slurm's config is a cluster description its subcommands read
+        assert "--print-config" in cli(stage, "--help").stdout, stage

@@ -296,7 +296,7 @@ def test_interrupted_build_leaves_nothing_that_looks_complete(tiny_tokenizer_dir
     tokenized.clear()
     build(recipe(tiny_tokenizer_dir, corpus, tmp_path / "ds2"), **QUIET)
     assert tokenized == ["gen_it"]
-    with pytest.raises(FileExistsError, match="overwrite=true"):
+    with pytest.raises(FileExistsError, match="force=true"):
         build(recipe(tiny_tokenizer_dir, corpus, out), **QUIET)
 
 

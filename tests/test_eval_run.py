@@ -149,7 +149,7 @@ def test_planted_model_end_to_end_and_resume(tiny_hf_model_dir, tmp_path):
                 [json.dumps({"text": f"question {i}", "choices": ["p", "q", "r"], "answer": g})
                  for i, g in enumerate(golds)])
     cfg = {"models": {"planted": str(planted)}, "registry": [str(reg)], "output_dir": str(tmp_path / "o"),
-           "backend": {"kind": "hf", "device": "cpu"}, "overwrite": False}
+           "backend": {"kind": "hf", "device": "cpu"}}  # force=false (the default): identical runs are reused
     res = run_eval(cfg)
     assert res["models"]["planted"]["tasks"]["mc"]["score"] == pytest.approx(3 / 5)
     preds = [json.loads(l)["pred"] for l in (tmp_path / "o/predictions/planted/mc.jsonl").read_text().splitlines()]

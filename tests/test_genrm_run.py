@@ -113,7 +113,7 @@ def test_fap_pairs_are_read_by_the_dpo_stage_and_resume_skips_done_work(tiny_hf_
     cfg_margin = load_config(GenRMConfig, DEMO, _overrides(tiny_hf_model_dir, out, limit=4,
                                                            **{"scp.enabled": "false", "fap.margin": 1.0}))
     assert GenRMRun(cfg_margin, factory).run()["pairs"] == 0
-    restart = load_config(GenRMConfig, DEMO, _overrides(tiny_hf_model_dir, out, limit=1, resume="false",
+    restart = load_config(GenRMConfig, DEMO, _overrides(tiny_hf_model_dir, out, limit=1, force="true",
                                                         **{"scp.enabled": "false", "sampling.temperature": 0.5}))
     assert GenRMRun(restart, factory).run()["prompts_this_run"] == 1
     assert len(_lines(out / "progress.jsonl")) == 1

@@ -43,13 +43,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from findap_nemo.ablate.config import load
     from findap_nemo.ablate.run import variants
-    from findap_nemo.config import ConfigError, config_to_dict
+    from findap_nemo.config import ConfigError, config_yaml
 
     cfg = load(args.config, args.overrides)
     if args.print_config:
-        import yaml
-
-        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        print(config_yaml(cfg), end="")
         return 0
     vs = variants(cfg)
     unknown = set(args.only) - {v.name for v in vs}

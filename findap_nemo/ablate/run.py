@@ -229,5 +229,5 @@ def compare_stage(cfg: AblationConfig, vs: list[Variant], results: dict[str, dic
         models.update(v.models(cfg.evaluate))
     return Stage("compare_eval", f"FinEval: base vs {len(models) - 1} variant model(s)",
                  lambda: stage_cli("eval", spec, *[f"models.{k}={p}" for k, p in models.items()],
-                                   f"output_dir={out}", "overwrite=false"),
+                                   f"output_dir={out}"),
                  lambda: [out / "comparison.json"], reuses_outputs=True)

@@ -9,10 +9,11 @@ from findap_nemo.config.loader import (
     ConfigError,
     Problems,
     config_to_dict,
+    config_yaml,
     load_config,
     model_preset,
     parse_overrides,
     save_config,
 )
 
-__all__ = ["ConfigError", "Problems", "config_to_dict", "load_config", "model_preset", "parse_overrides", "save_config"]
+__all__ = ["ConfigError", "Problems", "config_to_dict", "config_yaml", "load_config", "model_preset", "parse_overrides", "save_config"]

@@ -146,7 +146,9 @@ def _check_layer(schema_cfg: DictConfig, layer: _Layer, problems: list[str]) -> 
             dotted = ".".join(key)
             if _is_structured(node) and str(k) not in node:
                 near = difflib.get_close_matches(str(k), [str(x) for x in node.keys()], n=1, cutoff=0.6)
-                hint = f"did you mean {'.'.join(prefix + near)}?" if near else \
+                renamed = getattr(OmegaConf.get_type(node), "RENAMED", {}).get(str(k))
+                hint = f"renamed: {'.'.join(prefix)}{'.' if prefix else ''}{renamed}" if renamed else \
+                    f"did you mean {'.'.join(prefix + near)}?" if near else \
                     f"known keys here: {', '.join(sorted(str(x) for x in node.keys()))}"
                 problems.append(f"{dotted} ({layer.origin(dotted)}): unknown key; {hint}")
                 continue
@@ -267,8 +269,13 @@ def config_to_dict(cfg: Any) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
 
 
+def config_yaml(cfg: Any) -> str:
+    """The fully resolved config as YAML, in the schema's key order (``--print-config``, saved run configs)."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
 def save_config(cfg: Any, path: str | os.PathLike) -> None:
     """Write the fully resolved config next to a run's outputs (atomically) so it can be reproduced."""
     from findap_nemo.files import write_text_atomic
 
-    write_text_atomic(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    write_text_atomic(path, config_yaml(cfg))

@@ -267,8 +267,8 @@ def build(recipe: DataRecipe, *, log=print) -> Path:
     """Build the dataset of ``recipe``; returns the manifest path. One build per output folder at a time."""
     t0 = time.time()
     out = Path(recipe.output_dir)
-    if (out / "manifest.json").is_file() and not recipe.overwrite:
-        raise FileExistsError(f"{out} already holds a complete dataset; set overwrite=true to rebuild it")
+    if (out / "manifest.json").is_file() and not recipe.force:
+        raise FileExistsError(f"{out} already holds a complete dataset; set force=true to rebuild it")
     tmp = out.with_name(f"{out.name}.partial")
     try:
         return _build_in(recipe, out, tmp, t0, log)

@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from findap_nemo.config import config_to_dict, load_config
+    from findap_nemo.config import config_yaml, load_config
     from findap_nemo.data.build import build
     from findap_nemo.data.recipe import DataRecipe
     from findap_nemo.data.sources import DataError
@@ -33,9 +33,7 @@ def run(args) -> int:
     overrides = list(args.overrides) + (["skip_bad=true"] if args.skip_bad else [])
     recipe = load_config(DataRecipe, args.config, overrides)
     if args.print_config:
-        import yaml
-
-        print(yaml.safe_dump(config_to_dict(recipe), sort_keys=False))
+        print(config_yaml(recipe), end="")
         return 0
     try:
         build(recipe)

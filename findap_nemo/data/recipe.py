@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import ClassVar, Optional
 
 from findap_nemo.config import Problems
 
@@ -55,6 +55,8 @@ class DecontaminationConfig:
 class DataRecipe:
     """`findap-nemo data` config."""
 
+    RENAMED: ClassVar[dict] = {"overwrite": "force (true rebuilds a complete dataset)"}
+
     tokenizer: Optional[str] = None  # HF tokenizer folder (its chat template renders IT data)
     output_dir: str = "runs/data"
     seq_length: int = 8000  # FinDAP: 8000; packs hold at most seq_length + 1 tokens
@@ -63,7 +65,7 @@ class DataRecipe:
     skip_bad: bool = False  # false: the first bad record stops the build naming file and line
     it_overlong: str = "drop"  # IT conversations longer than a pack: drop | truncate (counted either way)
     min_tokens: int = 2  # shorter documents are dropped (counted)
-    overwrite: bool = False
+    force: bool = False  # true: rebuild when output_dir already holds a complete dataset (false refuses to)
     sources: list[SourceConfig] = field(default_factory=list)
     blend: BlendConfig = field(default_factory=BlendConfig)
     decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)

@@ -82,15 +82,13 @@ def run(args) -> int:
         shown = "comparison.md" if len(merged["models"]) >= 2 else "results.md"
         print(Path(args.output_dir, shown).read_text(encoding="utf-8"))
         return 0
-    from findap_nemo.config import config_to_dict, load_config
+    from findap_nemo.config import config_yaml, load_config
     from findap_nemo.eval.config import EvalConfig
     from findap_nemo.eval.runner import run_eval
 
     cfg = load_config(EvalConfig, args.config, _list_overrides(args.overrides))
     if args.print_config:
-        import yaml
-
-        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        print(config_yaml(cfg), end="")
         return 0
     run_eval(cfg)
     from pathlib import Path

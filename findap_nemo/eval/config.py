@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import ClassVar, Dict, List, Optional
 
 from findap_nemo.config import Problems
 from findap_nemo.inference_backend import BackendConfig
@@ -22,13 +22,15 @@ class GenerationConfig:
 
 @dataclass
 class EvalConfig:
+    RENAMED: ClassVar[dict] = {"overwrite": "force (false reuses an identical run's predictions, true redoes them)"}
+
     models: Dict[str, str] = field(default_factory=dict)  # name -> HF checkpoint folder
     tasks: List[str] = field(default_factory=lambda: ["all"])  # task names, category names or "all"
     registry: List[str] = field(default_factory=lambda: ["configs/eval/tasks"])  # task YAML folders/files
     output_dir: str = "runs/eval"
     limit: Optional[int] = None  # evaluate only the first N examples of each task (smoke runs)
     task_limits: Dict[str, int] = field(default_factory=dict)  # per-task caps that replace `limit` (name -> N)
-    overwrite: bool = True  # false: reuse predictions already written for a (model, task) by an identical run
+    force: bool = False  # true: recompute every (model, task); false reuses the predictions of an identical run
     chart: bool = True  # comparison.png when two or more models are evaluated
     save_prompts: bool = False  # also write each example's full prompt text (as the model saw it) to predictions
     # (model, task) pairs evaluated by this many processes at once (hf backend): on CPU each takes its share of the

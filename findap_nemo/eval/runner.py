@@ -275,7 +275,7 @@ def run_eval(cfg: Any, overrides: Iterable[str] = ()) -> dict:
             meta_path = (out / "predictions" / name / f"{task.name}.jsonl").with_suffix(".meta.json")
             pred_path = meta_path.with_suffix("").with_suffix(".jsonl")
             fp = _fingerprint(task, cfg, path, rows, shots)  # once per unit: it hashes the model's files
-            if not cfg.overwrite and meta_path.is_file() and pred_path.is_file():
+            if not cfg.force and meta_path.is_file() and pred_path.is_file():
                 meta = json.loads(meta_path.read_text(encoding="utf-8"))
                 if meta.get("fingerprint") == fp:
                     log.info("%s/%s: reusing %s", name, task.name, pred_path)

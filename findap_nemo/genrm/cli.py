@@ -18,15 +18,20 @@ import logging
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="YAML config (configs/genrm/*.yaml)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. sampling.num_samples=8")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
 def run(args: argparse.Namespace) -> int:
-    from findap_nemo.config import load_config
+    from findap_nemo.config import config_yaml, load_config
     from findap_nemo.genrm.config import GenRMConfig
+
+    cfg = load_config(GenRMConfig, args.config, args.overrides)
+    if args.print_config:
+        print(config_yaml(cfg), end="")
+        return 0
     from findap_nemo.genrm.run import GenRMRun
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = load_config(GenRMConfig, args.config, args.overrides)
     summary = GenRMRun(cfg).run()
     print(json.dumps({k: summary[k] for k in ("prompts", "samples", "judged", "unparsable_judgements",
                                               "fap_ties_dropped", "scp_corrected", "pairs", "pairs_per_method",

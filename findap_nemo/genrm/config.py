@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import ClassVar, List, Optional
 
 from findap_nemo.config import Problems
 from findap_nemo.inference_backend import BackendConfig
@@ -74,11 +74,13 @@ class GenRMBackendConfig(BackendConfig):
 
 @dataclass
 class GenRMConfig:
+    RENAMED: ClassVar[dict] = {"resume": "force (resume=false is force=true: start over)"}
+
     prompts_file: str = "samples/genrm/prompts.jsonl"  # JSONL: id (optional), prompt, reference (optional), system
     output_dir: str = "runs/genrm"
     limit: Optional[int] = None  # only the first N prompts (smoke runs)
     chunk_prompts: int = 8  # prompts processed (and checkpointed to progress.jsonl) together
-    resume: bool = True  # false: start over, discarding progress.jsonl of an earlier run
+    force: bool = False  # true: start over, discarding progress.jsonl of an earlier run; false resumes from it
     system_prompt: Optional[str] = None  # system message for the policy (a record's own "system" wins)
     solve_template: str = "configs/genrm/prompts/solve.txt"
     policy: ModelSpec = field(default_factory=ModelSpec)

@@ -66,7 +66,7 @@ def load_progress(path: Path) -> tuple[dict[str, dict], int]:
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
             if lineno < len(lines):
                 raise ConfigError(f"{path}:{lineno}: not a progress record ({type(err).__name__}); fix or delete "
-                                  "the line, or rerun with resume=false") from err
+                                  "the line, or rerun with force=true") from err
             with path.open("r+b") as f:
                 f.truncate(good_bytes)
             return done, 1
@@ -107,14 +107,14 @@ class GenRMRun:
         progress_path = self.out / PROGRESS
         fp = fingerprint(cfg, self.templates)
         fp_path = self.out / FINGERPRINT
-        if not cfg.resume and progress_path.exists():
+        if cfg.force and progress_path.exists():
             progress_path.unlink()
         if progress_path.exists() and fp_path.is_file():
             old = json.loads(fp_path.read_text())
             if old != fp:
                 diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
                 raise ConfigError(f"{progress_path}: holds results of a run with different settings ({diff}); "
-                                  "use resume=false to start over or another output_dir")
+                                  "use force=true to start over or another output_dir")
         write_text_atomic(fp_path, json.dumps(fp, indent=1))
         save_config(cfg, self.out / "config.yaml")
         done, torn = load_progress(progress_path)

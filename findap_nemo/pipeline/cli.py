@@ -31,16 +31,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from findap_nemo.config import config_to_dict, load_config, save_config
+    from findap_nemo.config import config_yaml, load_config, save_config
     from findap_nemo.pipeline.config import PipelineConfig
     from findap_nemo.pipeline.runner import Runner, StageFailed
     from findap_nemo.pipeline.stages import build_stages, write_report
 
     cfg = load_config(PipelineConfig, args.config, args.overrides)
     if args.print_config:
-        import yaml
-
-        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        print(config_yaml(cfg), end="")
         return 0
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -90,7 +90,7 @@ def build_stages(cfg: PipelineConfig, p: Paths | None = None) -> list[Stage]:
     def data_stage(name: str, kinds: str, what: str) -> Stage:
         return Stage(name, f"FinTrain data: {what} -> Megatron indexed datasets",
                      lambda: stage_cli("data", cfg.data, f"tokenizer={p.tokenizer}", f"output_dir={p.roots[name]}",
-                                       "overwrite=true", *([f"blend.kinds={kinds}"] if kinds else [])),
+                                       "force=true", *([f"blend.kinds={kinds}"] if kinds else [])),
                      lambda: [p.roots[name] / "manifest.json"])
 
     def train_stage(name: str, spec: StageSpec, data: str, start: Callable[[], Path], title: str) -> Stage:

@@ -27,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                 "model.preset=llama3-70b search.recompute=[null,full]")
     p.add_argument("--json", action="store_true", help="print every candidate as JSON instead of tables")
     p.add_argument("--all", action="store_true", help="show every fitting layout, not only search.top")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--measure", action="store_true",
                    help="build the configured layout on this machine, run one training step and compare the measured "
                         "memory with the estimate (PP=1; use --nproc-per-node, torchrun or srun for TP/DP > 1)")
@@ -115,6 +116,11 @@ def run(args) -> int:
             return code
         return measure_and_compare(load_plan_config(args.config, list(args.overrides)))
     cfg = load_plan_config(args.config, list(args.overrides))
+    if args.print_config:
+        from findap_nemo.config import config_yaml
+
+        print(config_yaml(cfg), end="")
+        return 0
     common = shape_kwargs(cfg)
     own_layout, _ = configured_layout(cfg)
     # a layout whose TP x PP x CP does not divide the cluster is reported as "uses N GPUs, the cluster has M"

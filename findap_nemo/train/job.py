@@ -10,13 +10,11 @@ from typing import Callable, Optional
 def load_job(schema: type, args, check: Optional[Callable] = None):
     """The validated job config, or None after printing it (``--print-config``). ``check(cfg)`` adds the stage's
     own checks; they run here, before ranks start, so each problem is reported once and not once per rank."""
-    from findap_nemo.config import config_to_dict, load_config
+    from findap_nemo.config import config_yaml, load_config
     from findap_nemo.launch import will_launch
 
     if args.print_config:
-        import yaml
-
-        print(yaml.safe_dump(config_to_dict(load_config(schema, args.config, args.overrides)), sort_keys=False))
+        print(config_yaml(load_config(schema, args.config, args.overrides)), end="")
         return None
     cfg = load_config(schema, args.config, args.overrides, world_size=will_launch(args))
     if check is not None:
