@@ -106,7 +106,7 @@ def main() -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
-    from findap_nemo.eval.backends import HFBackend
+    from findap_nemo.inference.hf import HFEngine as HFBackend
     from findap_nemo.eval.prompts import encode_continuation
 
     load = os.getloadavg()[0]
@@ -137,9 +137,9 @@ def main() -> int:
             return [max(range(len(v)), key=v.__getitem__) for _, v in sorted(per.items())]
 
         modes = {
-            "findap-nemo": (lambda: [g.text for g in shared.generate(gprompts, gtask.max_new_tokens)],
+            "findap-nemo": (lambda: [c[0].text for c in shared.generate(gprompts, max_new_tokens=gtask.max_new_tokens)],
                             lambda: choices([r.logprob for r in shared.loglik(requests)])),
-            "findap-nemo, no prefix cache": (lambda: [g.text for g in plain.generate(gprompts, gtask.max_new_tokens)],
+            "findap-nemo, no prefix cache": (lambda: [c[0].text for c in plain.generate(gprompts, max_new_tokens=gtask.max_new_tokens)],
                                              lambda: choices([r.logprob for r in plain.loglik(requests)])),
             "minimal HF loop": (lambda: minimal.generate(gprompts, gtask.max_new_tokens),
                                 lambda: choices(minimal.loglik(requests))),

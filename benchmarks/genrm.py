@@ -125,8 +125,8 @@ def main() -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
-    from findap_nemo.genrm.engines import HFEngine, VLLMEngine
-    from findap_nemo.inference_backend import has_vllm
+    from findap_nemo.inference.config import has_vllm
+    from findap_nemo.inference.hf import HFEngine
 
     if args.gpu and not torch.cuda.is_available():
         raise SystemExit("--gpu: no CUDA device visible")
@@ -154,6 +154,8 @@ def main() -> int:
         elif not torch.cuda.is_available():
             vllm_note = "vLLM is installed but no GPU is visible; its rows are omitted"
         else:
+            from findap_nemo.inference.vllm import VLLMEngine
+
             eng = VLLMEngine(str(model), dtype=dtype, gpu_memory_utilization=0.8)
             rows += bench_engine(eng, "vllm offline engine (all prompts at once)", recs, templates, policy_ids,
                                  args, 0)

@@ -88,6 +88,6 @@ def test_lower_layers_do_not_import_stages():
     upper = {f"findap_nemo.{p}" for p in ("pipeline", "ablate", "slurm", "plan", "data", "train", "dpo", "genrm",
                                            "eval", "convert", "cli")}
     for lower in ("config", "model", "parallel", "launch", "supervise", "cpu_shims", "runtime", "files",
-                  "fingerprint", "storage", "tokenizer", "checkpoint_layout", "inference_backend", "hf_batching"):
+                  "fingerprint", "storage", "tokenizer", "checkpoint_layout", "inference"):
         bad = graph.get(f"findap_nemo.{lower}", set()) & upper
         assert not bad, f"findap_nemo.{lower} imports {sorted(bad)}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from findap_nemo.eval.backends import HFBackend
+from findap_nemo.inference.hf import HFEngine as HFBackend
 from findap_nemo.eval.prompts import encode_continuation, encode_messages
 from findap_nemo.eval.registry import task_from_dict
 from findap_nemo.eval.scoring import prepare
@@ -99,12 +99,12 @@ def test_generation_is_greedy_batched_and_stops(tiny_hf_model_dir, tok, tmp_path
     for q in ["short", "a much longer question about duration, convexity and yield"]:
         prep = prepare(task, {"text": q, "choices": ["a", "b"], "gold": 1}, 0, [])
         prompts.append(encode_messages(tok, prep.messages, chat_template=True))
-    gens = HFBackend(str(planted), device="cpu", batch_size=2).generate(prompts, max_new_tokens=8)
+    gens = [c[0] for c in HFBackend(str(planted), device="cpu", batch_size=2).generate(prompts, max_new_tokens=8)]
     assert [g.text for g in gens] == ["B", "B"]  # stopped at <|eot_id|>, which is not in the text
     assert [g.num_tokens for g in gens] == [1, 1]
     # the random model is deterministic and batching does not change greedy outputs
     be1 = HFBackend(str(tiny_hf_model_dir), device="cpu", batch_size=1)
     be2 = HFBackend(str(tiny_hf_model_dir), device="cpu", batch_size=2)
-    a, b = be1.generate(prompts, 6), be2.generate(prompts, 6)
+    a, b = [[c[0] for c in be.generate(prompts, max_new_tokens=6)] for be in (be1, be2)]
     assert [g.text for g in a] == [g.text for g in b]
     assert all(0 < g.num_tokens <= 6 for g in a)

@@ -270,7 +270,7 @@ def test_scoring_statuses(spec, example, output, status):
 
 
 def test_loglik_empty_option_never_wins():
-    from findap_nemo.eval.backends import LoglikResult
+    from findap_nemo.inference.base import LoglikResult
     from findap_nemo.eval.scoring import prepare, score_loglik
 
     task = _task(type="multiple_choice", mc_method="loglik", loglik_target="text", loglik_normalize=True)
@@ -283,7 +283,7 @@ def test_loglik_empty_option_never_wins():
 
 def test_loglik_normalisations_per_token_and_lm_eval_acc_norm():
     """per_char is lm-evaluation-harness's acc_norm: argmax(loglik / len(choice text in characters))."""
-    from findap_nemo.eval.backends import LoglikResult
+    from findap_nemo.inference.base import LoglikResult
     from findap_nemo.eval.scoring import prepare, score_loglik
 
     choices = ["up", "down sharply", "flat"]

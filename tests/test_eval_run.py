@@ -156,16 +156,16 @@ def test_planted_model_end_to_end_and_resume(tiny_hf_model_dir, tmp_path):
     assert preds == ["C"] * 5
     assert not (tmp_path / "o/comparison.md").exists()  # one model: no comparison
     # resume: an identical run reuses the predictions without loading the model
-    import findap_nemo.eval.backends as backends
+    import findap_nemo.inference as inference
 
     def boom(*a, **k):
         raise AssertionError("the model should not be loaded again")
 
-    orig, backends.make_backend = backends.make_backend, boom
+    orig, inference.make_engine = inference.make_engine, boom
     try:
         again = run_eval(cfg)
     finally:
-        backends.make_backend = orig
+        inference.make_engine = orig
     assert again["models"]["planted"]["tasks"]["mc"]["score"] == pytest.approx(3 / 5)
 
 

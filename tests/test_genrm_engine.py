@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from findap_nemo.genrm.engines import HFEngine, make_engine
+from findap_nemo.inference import make_engine
+from findap_nemo.inference.hf import HFEngine
 from findap_nemo.genrm.pairs import fap_score
 from findap_nemo.genrm.prompts import answer_token_ids, encode_chat
 
@@ -73,7 +74,7 @@ def test_context_truncation_is_counted(tiny_hf_model_dir):
 
 def test_vllm_backend_absent_is_a_clear_error(tiny_hf_model_dir):
     from findap_nemo.config import ConfigError
-    from findap_nemo.inference_backend import has_vllm
+    from findap_nemo.inference.config import has_vllm
 
     if has_vllm():
         pytest.skip("vLLM is installed here; the error path is for machines without it")
@@ -83,14 +84,14 @@ def test_vllm_backend_absent_is_a_clear_error(tiny_hf_model_dir):
 
 
 def test_backend_keys_have_one_owner_for_eval_and_genrm():
-    """FinEval and GenRM read the same `backend:` keys, defaults and checks (inference_backend.BackendConfig); GenRM
+    """FinEval and GenRM read the same `backend:` keys, defaults and checks (inference.config.BackendConfig); GenRM
     adds only its own (batch_size, concurrency); vLLM asked for where it is missing is a clear error."""
     import dataclasses
 
     from findap_nemo.config import ConfigError, load_config
     from findap_nemo.eval.config import EvalConfig
     from findap_nemo.genrm.config import GenRMConfig
-    from findap_nemo.inference_backend import BackendConfig, has_vllm, resolve_kind
+    from findap_nemo.inference.config import BackendConfig, has_vllm, resolve_kind
 
     shared = {f.name: f.default for f in dataclasses.fields(BackendConfig)}
     ev = {f.name: f.default for f in dataclasses.fields(EvalConfig().backend)}

@@ -9,7 +9,8 @@ import pytest
 
 from findap_nemo.config import ConfigError, load_config
 from findap_nemo.genrm.config import REPO, GenRMConfig
-from findap_nemo.genrm.engines import Completion, HFEngine
+from findap_nemo.inference.base import Completion
+from findap_nemo.inference.hf import HFEngine
 from findap_nemo.genrm.run import GenRMRun
 
 DEMO = REPO / "configs/genrm/demo.yaml"

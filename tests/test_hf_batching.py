@@ -1,4 +1,4 @@
-"""Shared-prefix prefill and per-row seeded sampling (hf_batching, the GenRM engine) on a real tiny HF Llama.
+"""Shared-prefix prefill and per-row seeded sampling (inference.hf_batching, the HF engine) on a real tiny HF Llama.
 
 The prefix cache must be an optimisation only: the same logits (to float rounding) and the same greedy tokens as
 plain left-padded batches. Seeded samples must not depend on which prompts share a batch.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from findap_nemo.hf_batching import MIN_SHARED_PREFIX, left_pad, shared_prefix_batch, shared_prefix_len
+from findap_nemo.inference.hf_batching import MIN_SHARED_PREFIX, left_pad, shared_prefix_batch, shared_prefix_len
 
 INSTRUCTION = ("Classify the sentiment of the headline as positive, negative or neutral. "
                "The company reported quarterly revenue of $4.2 billion. Headline: ")
@@ -59,12 +59,13 @@ def test_prefix_cache_gives_the_logits_of_plain_batches(model_and_tok):
 
 
 def test_eval_backend_generation_and_loglik_do_not_change_with_the_prefix_cache(tiny_hf_model_dir):
-    from findap_nemo.eval.backends import HFBackend
+    from findap_nemo.inference.hf import HFEngine
 
-    shared = HFBackend(str(tiny_hf_model_dir), device="cpu", dtype="fp32", batch_size=4, share_prefix=True)
-    other = HFBackend(str(tiny_hf_model_dir), device="cpu", dtype="fp32", batch_size=4, share_prefix=False)
+    shared = HFEngine(str(tiny_hf_model_dir), device="cpu", dtype="fp32", batch_size=4, share_prefix=True)
+    other = HFEngine(str(tiny_hf_model_dir), device="cpu", dtype="fp32", batch_size=4, share_prefix=False)
     seqs = _prompts(shared.tokenizer)
-    assert [g.text for g in shared.generate(seqs, 8)] == [g.text for g in other.generate(seqs, 8)]
+    texts = lambda eng: [c[0].text for c in eng.generate(seqs, max_new_tokens=8)]  # noqa: E731
+    assert texts(shared) == texts(other)
     reqs = [(s, c) for s in seqs for c in ([5], [7, 9, 11])]
     for a, b in zip(shared.loglik(reqs), other.loglik(reqs)):
         assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
@@ -72,7 +73,7 @@ def test_eval_backend_generation_and_loglik_do_not_change_with_the_prefix_cache(
 
 
 def test_seeded_samples_do_not_depend_on_batch_mates(tiny_hf_model_dir):
-    from findap_nemo.genrm.engines import HFEngine
+    from findap_nemo.inference.hf import HFEngine
 
     eng = HFEngine(str(tiny_hf_model_dir), device="cpu", dtype="fp32", batch_size=16)
     seqs = _prompts(eng.tokenizer)
@@ -98,7 +99,7 @@ def test_seeded_samples_do_not_depend_on_batch_mates(tiny_hf_model_dir):
 
 
 def test_row_seeded_sampler_draws_from_the_tempered_top_p_distribution():
-    from findap_nemo.genrm.engines import RowSeededSampler
+    from findap_nemo.inference.hf import RowSeededSampler
 
     logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, -3.0]])
     temperature, top_p, draws = 0.7, 0.9, 4000
@@ -122,7 +123,7 @@ def test_row_seeded_sampler_draws_from_the_tempered_top_p_distribution():
 def test_decode_with_rows_leaving_matches_greedy_generate(model_and_tok, share):
     """Rows that stop leave the batch (and the KV cache); every row still gets generate()'s greedy tokens. Stop
     tokens are picked from generate's own outputs so that rows stop at different steps."""
-    from findap_nemo.hf_batching import decode, plain_greedy
+    from findap_nemo.inference.hf_batching import decode, plain_greedy
 
     model, tok = model_and_tok
     assert plain_greedy(model)
@@ -144,11 +145,11 @@ def test_decode_with_rows_leaving_matches_greedy_generate(model_and_tok, share):
 
 def test_processor_settings_keep_generate(tiny_hf_model_dir):
     """A generation_config with a logits processor (here a repetition penalty) is decoded by generate()."""
-    from findap_nemo.eval.backends import HFBackend
+    from findap_nemo.inference.hf import HFEngine
 
-    be = HFBackend(str(tiny_hf_model_dir), device="cpu", dtype="fp32", batch_size=4)
+    be = HFEngine(str(tiny_hf_model_dir), device="cpu", dtype="fp32", batch_size=4)
     assert be.drop_finished
     be.model.generation_config.repetition_penalty = 1.3
-    from findap_nemo.hf_batching import plain_greedy
+    from findap_nemo.inference.hf_batching import plain_greedy
 
     assert not plain_greedy(be.model)

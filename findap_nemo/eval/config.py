@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import ClassVar, Dict, List, Optional
 
 from findap_nemo.config import Problems
-from findap_nemo.inference_backend import BackendConfig
+from findap_nemo.inference.config import BackendConfig, ServerSpec
 
 
 
@@ -38,6 +38,9 @@ class EvalConfig:
     workers: int = 1
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
+    # models answered by a running OpenAI-compatible server instead of a local engine: model name -> {url,
+    # served_model}; the model's folder still provides the tokenizer (and the fingerprint of what was evaluated)
+    servers: Dict[str, ServerSpec] = field(default_factory=dict)
 
     def validate(self) -> None:
         import re
@@ -51,6 +54,10 @@ class EvalConfig:
             p.check(bool(path) and (Path(str(path)) / "config.json").is_file(), f"models.{name}", path,
                     "must be an HF checkpoint folder with config.json, weights and tokenizer "
                     "(`findap-nemo convert mcore-to-hf` writes one)")
+        for name, server in self.servers.items():
+            p.check(name in self.models, f"servers.{name}", server.url,
+                    f"name a model of `models` ({', '.join(self.models) or 'none'})")
+            server.validate(p, f"servers.{name}")
         p.check(bool(self.tasks), "tasks", self.tasks, "list task names, categories or 'all'")
         p.check(self.limit is None or self.limit >= 1, "limit", self.limit, "null or >= 1")
         for name, n in self.task_limits.items():

@@ -110,7 +110,7 @@ def evaluate_task(backend, task: TaskSpec, rows: list[dict], shots: list[dict], 
         max_new = cfg.generation.max_new_tokens or task.max_new_tokens
         prompts = [encode_messages(tok, p.messages, chat) for p in valid]
         bar = _progress(len(prompts), f"{model_name}/{task.name}")
-        gens = backend.generate(prompts, max_new, progress=bar) if prompts else []
+        gens = [c[0] for c in backend.generate(prompts, max_new_tokens=max_new, progress=bar)] if prompts else []
         bar.close()
         for p, g, ids in zip(valid, gens, prompts):
             gen_tokens += g.num_tokens
@@ -169,17 +169,20 @@ class _UnitEvaluator:
 
     def __call__(self, name: str, path: str, task: TaskSpec, rows: list[dict], shots: list[dict],
                  fingerprint: str) -> dict:
-        from findap_nemo.eval.backends import make_backend
+        from findap_nemo.inference import make_engine
 
         cfg = self.cfg
         if self.path != path:
             self.close()
             t_load = time.perf_counter()
-            self.backend = make_backend(cfg.backend.kind, path, device=self.device, dtype=cfg.backend.dtype,
-                                        batch_size=cfg.generation.batch_size, max_length=cfg.generation.max_length,
-                                        device_map=cfg.backend.device_map, seed=cfg.generation.seed,
-                                        tensor_parallel_size=cfg.backend.tensor_parallel_size,
-                                        gpu_memory_utilization=cfg.backend.gpu_memory_utilization)
+            server = cfg.servers.get(name)
+            self.backend = make_engine(cfg.backend.kind, path, url=server.url if server else None,
+                                       served_model=server.served_model if server else None,
+                                       url_key=f"servers.{name}.url", device=self.device, dtype=cfg.backend.dtype,
+                                       batch_size=cfg.generation.batch_size, max_length=cfg.generation.max_length,
+                                       device_map=cfg.backend.device_map, seed=cfg.generation.seed,
+                                       tensor_parallel_size=cfg.backend.tensor_parallel_size,
+                                       gpu_memory_utilization=cfg.backend.gpu_memory_utilization)
             self.path = path
             log.info("%s: loaded %s with the %s backend in %.1fs", name, path, self.backend.name,
                      time.perf_counter() - t_load)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import ClassVar, List, Optional
 
 from findap_nemo.config import Problems
-from findap_nemo.inference_backend import BackendConfig
+from findap_nemo.inference.config import BackendConfig
 
 SCP_TARGETS = ("rejected", "all")
 REPO = Path(__file__).resolve().parents[2]

@@ -333,7 +333,7 @@ class GenRMRun:
 
 def _default_factory(cfg: GenRMConfig):
     """Engine for a ``ModelSpec``: its server when it names a url, else the configured local backend."""
-    from findap_nemo.genrm.engines import make_engine
+    from findap_nemo.inference import make_engine
 
     b = cfg.backend
 
@@ -341,6 +341,7 @@ def _default_factory(cfg: GenRMConfig):
         return make_engine(b.kind, spec.model, url=spec.url, served_model=spec.served_model, device=b.device,
                            dtype=b.dtype, batch_size=b.batch_size, max_length=spec.max_length, device_map=b.device_map,
                            tensor_parallel_size=b.tensor_parallel_size,
-                           gpu_memory_utilization=b.gpu_memory_utilization, concurrency=b.concurrency)
+                           gpu_memory_utilization=b.gpu_memory_utilization, concurrency=b.concurrency,
+                           url_key="policy.url / genrm.url")
 
     return factory

@@ -1,7 +1,7 @@
 """Which inference engine serves a model, and how: the one owner of the ``backend:`` keys that FinEval and GenRM
 share (kind, device, dtype, vLLM's tensor parallelism and memory share) and of the rule that picks vLLM or
-transformers. The stages build their engines from it (`eval/backends.py`, `genrm/engines.py`); GenRM adds the keys
-only it uses (`GenRMBackendConfig`)."""
+transformers (:func:`findap_nemo.inference.make_engine` builds the engine); GenRM adds the keys only it uses
+(`GenRMBackendConfig`)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,19 @@ class BackendConfig:
         p.check(self.tensor_parallel_size >= 1, f"{prefix}.tensor_parallel_size", self.tensor_parallel_size, ">= 1")
         p.check(0 < self.gpu_memory_utilization <= 1, f"{prefix}.gpu_memory_utilization",
                 self.gpu_memory_utilization, "in (0, 1]")
+
+
+@dataclass
+class ServerSpec:
+    """A model served by an OpenAI-compatible server (``vllm serve <hf dir>``); its tokenizer is still read from
+    the model's folder, so prompts are tokenised here exactly as for a local engine."""
+
+    url: str = ""  # http://host:port (/v1 is added when missing)
+    served_model: Optional[str] = None  # the server's name for the model (default: its folder path, as vllm serve)
+
+    def validate(self, p: Problems, prefix: str) -> None:
+        p.check(self.url.startswith(("http://", "https://")), f"{prefix}.url", self.url,
+                "an http(s):// address of an OpenAI-compatible server")
 
 
 def has_vllm() -> bool:
