@@ -38,11 +38,11 @@ CORPUS = [
 
 
 def tiny_model(tmp: Path) -> Path:
-    from findap_nemo.model.hf_tiny import save_random_llama
+    from findap_nemo.model.hf_tiny import save_random_model
     from findap_nemo.tokenizer import train_tokenizer
 
     train_tokenizer(CORPUS * 40, tmp / "tok", vocab_size=512)
-    return save_random_llama(tmp / "model", tmp / "tok", num_layers=4, hidden_size=64)
+    return save_random_model(tmp / "model", tmp / "tok", num_layers=4, hidden_size=64)
 
 
 def build_inputs(tok, n_prompts: int):

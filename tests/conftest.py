@@ -36,9 +36,9 @@ def tiny_tokenizer_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_hf_model_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
-    from findap_nemo.model.hf_tiny import save_random_llama
+    from findap_nemo.model.hf_tiny import save_random_model
 
-    return save_random_llama(tmp_path_factory.mktemp("hf_tiny"), tiny_tokenizer_dir)
+    return save_random_model(tmp_path_factory.mktemp("hf_tiny"), tiny_tokenizer_dir)
 
 
 @pytest.fixture(scope="session")

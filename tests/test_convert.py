@@ -167,10 +167,10 @@ def test_dist_checkpoint_writer_streams_and_reader_reads_layer_slices(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------- round trips
-def _save_llama(out, tok_dir, **kw):
-    from findap_nemo.model.hf_tiny import save_random_llama
+def _save_llama(out, tok_dir, **kw):  # any family with model_type=
+    from findap_nemo.model.hf_tiny import save_random_model
 
-    return save_random_llama(out, tok_dir, **kw)
+    return save_random_model(out, tok_dir, **kw)
 
 
 def _assert_same_weights(a_dir: Path, b_dir: Path):
@@ -227,40 +227,13 @@ def test_hf_to_mcore_to_hf_is_bit_identical(tmp_path, tiny_tokenizer_dir, tiny_h
 
 
 def _save_mistral(out: Path, tok_dir) -> Path:
-    from transformers import MistralConfig, MistralForCausalLM
-
-    from findap_nemo.tokenizer import load_tokenizer
-
-    tok = load_tokenizer(tok_dir)
-    cfg = MistralConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=160, num_hidden_layers=2,
-                        num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=2048,
-                        sliding_window=None, rope_theta=1000000.0, bos_token_id=tok.bos_token_id,
-                        eos_token_id=tok.eos_token_id)
-    torch.manual_seed(4)
-    MistralForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return _save_llama(out, tok_dir, model_type="mistral", intermediate_size=160, num_key_value_heads=1,
+                       max_position_embeddings=2048, rope_theta=1000000.0, seed=4)
 
 
 def _save_qwen2(out: Path, tok_dir, max_shard_size: str) -> Path:
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from findap_nemo.tokenizer import load_tokenizer, stop_token_ids
-
-    tok = load_tokenizer(tok_dir)
-    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                      tie_word_embeddings=False, use_sliding_window=False, eos_token_id=stop_token_ids(tok),
-                      bos_token_id=tok.bos_token_id, rope_theta=1000000.0)
-    torch.manual_seed(3)
-    model = Qwen2ForCausalLM(cfg)
-    with torch.no_grad():  # random, non-zero QKV biases so the bias layout is really tested
-        for layer in model.model.layers:
-            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
-                proj.bias.normal_()
-    model.save_pretrained(out, max_shard_size=max_shard_size)
-    tok.save_pretrained(out)
-    return out
+    return _save_llama(out, tok_dir, model_type="qwen2", intermediate_size=128, max_position_embeddings=2048,
+                       rope_theta=1000000.0, seed=3, max_shard_size=max_shard_size)
 
 
 def test_export_ships_tokenizer_chat_template_and_stop_tokens(tmp_path, tiny_hf_model_dir):

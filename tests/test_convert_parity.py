@@ -52,21 +52,24 @@ def test_converted_llama_logits_match_hf_at_tp1_tp2_pp2(tmp_path, converted, tin
         assert_close(g["logits"], ref, f"layout {lay}")
 
 
-def test_tied_gqa_and_qwen2_bias_logits_match_hf(tmp_path, tiny_tokenizer_dir):
-    """Tied embeddings (vocab-parallel across TP; 8 query heads share 2 KV heads) and Qwen2 QKV biases, at TP2.
+def test_tied_gqa_and_every_family_logits_match_hf(tmp_path, tiny_tokenizer_dir):
+    """Tied embeddings (vocab-parallel across TP; 8 query heads share 2 KV heads) and a random tiny model of every
+    other family in model/architectures.py (Qwen2's random QKV biases included), at TP2.
 
     Tied embeddings with PP > 1 are not built on CPU: megatron moves the shared weight with ``.cuda()``, which
     findap_nemo.cpu_shims does not cover; the checkpoint format is the same for that layout."""
-    from findap_nemo.model.hf_tiny import save_random_llama
-    from tests.test_convert import _save_qwen2
+    from findap_nemo.model.architectures import ARCHITECTURES
+    from findap_nemo.model.hf_tiny import save_random_model
 
-    tied = save_random_llama(tmp_path / "tied", tiny_tokenizer_dir, tie_word_embeddings=True,
-                             num_attention_heads=8, num_key_value_heads=2, seed=5)
-    qwen = _save_qwen2(tmp_path / "qwen", tiny_tokenizer_dir, max_shard_size="5GB")
-    for src in (tied, qwen):
+    srcs = [save_random_model(tmp_path / "tied", tiny_tokenizer_dir, tie_word_embeddings=True,
+                              num_attention_heads=8, num_key_value_heads=2, seed=5)]
+    srcs += [save_random_model(tmp_path / mt, tiny_tokenizer_dir, model_type=mt, num_key_value_heads=1, seed=6)
+             for mt in sorted(ARCHITECTURES) if mt != "llama"]  # llama: the first test and `tied`
+    assert {json.loads((s / "config.json").read_text())["model_type"] for s in srcs} == set(ARCHITECTURES)
+    for src in srcs:
         convert_hf_to_mcore(src, tmp_path / f"{src.name}_mc", progress=False)
-    got = megatron_logits(tmp_path / "logits", ["2x1"], tmp_path / "tied_mc", tmp_path / "qwen_mc")
-    for c, src in enumerate((tied, qwen)):
+    got = megatron_logits(tmp_path / "logits", ["2x1"], *(tmp_path / f"{s.name}_mc" for s in srcs))
+    for c, src in enumerate(srcs):
         assert_close(got[c, "2x1"]["logits"], hf_logits(src, got[c, "2x1"]["tokens"]), src.name)
 
 

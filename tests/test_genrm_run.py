@@ -133,9 +133,9 @@ class ScriptedJudge(HFEngine):
 
 
 def test_scp_pairs_continue_the_corrected_step_with_the_policy(tiny_hf_model_dir, tmp_path):
-    from findap_nemo.model.hf_tiny import save_random_llama
+    from findap_nemo.model.hf_tiny import save_random_model
 
-    judge_dir = save_random_llama(tmp_path / "judge", tiny_hf_model_dir, seed=1)
+    judge_dir = save_random_model(tmp_path / "judge", tiny_hf_model_dir, seed=1)
     out = tmp_path / "run"
     engines = {}
 
@@ -260,9 +260,9 @@ class PrefixedJudge(HFEngine):
 def test_scp_reply_prefix_and_critique_cap(tiny_hf_model_dir, tmp_path):
     """scp.response_prefix is prefilled after the assistant header and parsed with the reply; with
     scp.max_critiques_per_prompt=1 only each prompt's worst-judged sample is critiqued."""
-    from findap_nemo.model.hf_tiny import save_random_llama
+    from findap_nemo.model.hf_tiny import save_random_model
 
-    judge_dir = save_random_llama(tmp_path / "judge", tiny_hf_model_dir, seed=1)
+    judge_dir = save_random_model(tmp_path / "judge", tiny_hf_model_dir, seed=1)
     out = tmp_path / "run"
     PrefixedJudge.seen = []
 

@@ -32,9 +32,9 @@ def chatml_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def chatml_model(tmp_path_factory, chatml_dir) -> Path:
-    from findap_nemo.model.hf_tiny import save_random_llama
+    from findap_nemo.model.hf_tiny import save_random_model
 
-    return save_random_llama(tmp_path_factory.mktemp("chatml_model"), chatml_dir, num_attention_heads=6,
+    return save_random_model(tmp_path_factory.mktemp("chatml_model"), chatml_dir, num_attention_heads=6,
                              num_key_value_heads=3, hidden_size=48, intermediate_size=96, num_layers=2,
                              tie_word_embeddings=True, rope_theta=100000.0)
 

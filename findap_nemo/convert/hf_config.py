@@ -1,8 +1,9 @@
 """Mapping between a Hugging Face ``config.json`` and :class:`findap_nemo.config.schema.ModelConfig`.
 
-Supported: the Llama architecture family as megatron's GPTModel builds it: Llama 3 / 3.1 / 3.2 (including
-``rope_type: llama3`` frequency scaling), Mistral (without sliding-window attention) and Qwen2 (QKV bias). Anything
-the megatron model cannot reproduce exactly is refused with the key and the reason, never silently dropped.
+Supported: the families of :mod:`findap_nemo.model.architectures` as megatron's GPTModel builds them: Llama 3 / 3.1 /
+3.2 (including ``rope_type: llama3`` frequency scaling), Mistral (without sliding-window attention) and Qwen2 (QKV
+bias). Anything the megatron model cannot reproduce exactly is refused with the key and the reason, never silently
+dropped.
 """
 
 from __future__ import annotations
@@ -13,14 +14,7 @@ from typing import Any
 
 from findap_nemo.config import ConfigError
 from findap_nemo.config.schema import ModelConfig
-
-SUPPORTED = {
-    "llama": "LlamaForCausalLM",
-    "mistral": "MistralForCausalLM",
-    "qwen2": "Qwen2ForCausalLM",
-}
-# megatron's llama3 RoPE scaling fixes these; other values would silently change the positions.
-_LLAMA3_ROPE_FIXED = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+from findap_nemo.model.architectures import LLAMA3_ROPE_FIXED, ROPE_SCALING_TYPES, architecture, for_model
 
 
 def read_hf_config(folder: str | Path) -> dict:
@@ -52,10 +46,7 @@ def _rope_theta(hf: dict) -> float:
 def hf_to_model_config(hf: dict, source: str = "config.json") -> ModelConfig:
     """The megatron model shape for an HF config; raises ConfigError naming every unsupported key."""
     problems: list[str] = []
-    mt = hf.get("model_type")
-    if mt not in SUPPORTED:
-        raise ConfigError(f"{source}: model_type={mt!r} is not supported; supported: {sorted(SUPPORTED)} "
-                          "(Llama-architecture decoders: RMSNorm, SwiGLU, RoPE, GQA)")
+    arch = architecture(hf.get("model_type"), source)
     heads = int(hf["num_attention_heads"])
     groups = int(hf.get("num_key_value_heads") or heads)
     hidden = int(hf["hidden_size"])
@@ -63,11 +54,11 @@ def hf_to_model_config(hf: dict, source: str = "config.json") -> ModelConfig:
     act = hf.get("hidden_act", "silu")
     if act not in ("silu", "swish"):
         problems.append(f"{source}: hidden_act={act!r}: only SwiGLU (silu) MLPs are supported")
-    if hf.get("mlp_bias") or hf.get("attention_bias") and mt != "qwen2":
+    if hf.get("mlp_bias") or hf.get("attention_bias") and not arch.qkv_bias:
         problems.append(f"{source}: attention_bias/mlp_bias=true: linear biases other than Qwen2's QKV bias are "
                         "not supported by the Llama layer spec")
     sw = hf.get("sliding_window")
-    if mt in ("mistral", "qwen2") and sw and (mt == "mistral" or hf.get("use_sliding_window")):
+    if arch.sliding_window and sw and (arch.sliding_window == "set" or hf.get(arch.sliding_window)):
         if int(sw) < int(hf.get("max_position_embeddings", 0)):
             problems.append(f"{source}: sliding_window={sw}: sliding-window attention is not supported; "
                             "use a checkpoint with sliding_window=null (e.g. Mistral-7B v0.2+)")
@@ -75,14 +66,14 @@ def hf_to_model_config(hf: dict, source: str = "config.json") -> ModelConfig:
     rope_scaling, factor = False, 8.0
     if rope is not None:
         kind = rope.get("rope_type", rope.get("type"))
-        if kind == "llama3":
+        if kind in ROPE_SCALING_TYPES:
             rope_scaling, factor = True, float(rope.get("factor", 8.0))
-            for k, want in _LLAMA3_ROPE_FIXED.items():
+            for k, want in LLAMA3_ROPE_FIXED.items():
                 if k in rope and float(rope[k]) != float(want):
                     problems.append(f"{source}: rope_scaling.{k}={rope[k]}: megatron's llama3 RoPE scaling "
                                     f"uses {want}")
         elif kind not in (None, "default"):
-            problems.append(f"{source}: rope_scaling type {kind!r} is not supported (only llama3)")
+            problems.append(f"{source}: rope_scaling type {kind!r} is not supported (only {', '.join(ROPE_SCALING_TYPES)})")
     if problems:
         raise ConfigError(problems)
     return ModelConfig(
@@ -99,7 +90,7 @@ def hf_to_model_config(hf: dict, source: str = "config.json") -> ModelConfig:
         rope_scaling_factor=factor,
         norm_epsilon=float(hf.get("rms_norm_eps", 1e-5)),
         untie_embeddings_and_output_weights=not bool(hf.get("tie_word_embeddings", False)),
-        add_qkv_bias=mt == "qwen2",
+        add_qkv_bias=arch.qkv_bias,
     )
 
 
@@ -107,14 +98,10 @@ def model_config_to_hf(model: ModelConfig, vocab_size: int, base: dict | None = 
                        dtype: str = "float32") -> dict:
     """An HF config.json for ``model``; fields of ``base`` (the source HF config, when known) are kept."""
     out: dict[str, Any] = dict(base or {})
-    mt = out.get("model_type") or ("qwen2" if model.add_qkv_bias else "llama")
-    if mt not in SUPPORTED:
-        mt = "llama"
-    if model.add_qkv_bias and mt != "qwen2":
-        mt = "qwen2"
+    arch = for_model(model.add_qkv_bias, out.get("model_type"))
     out.update(
-        model_type=mt,
-        architectures=[SUPPORTED[mt]],
+        model_type=arch.model_type,
+        architectures=[arch.hf_class],
         num_hidden_layers=model.num_layers,
         hidden_size=model.hidden_size,
         intermediate_size=model.ffn_hidden_size,
@@ -129,11 +116,10 @@ def model_config_to_hf(model: ModelConfig, vocab_size: int, base: dict | None = 
         torch_dtype=dtype,
         dtype=dtype,
     )
-    if mt == "llama":
-        out.update(attention_bias=False, mlp_bias=False)
+    out.update(arch.export_keys)
     rope: dict[str, Any] | None = None
     if model.rope_scaling:
-        rope = {"rope_type": "llama3", "factor": model.rope_scaling_factor, **_LLAMA3_ROPE_FIXED}
+        rope = {"rope_type": "llama3", "factor": model.rope_scaling_factor, **LLAMA3_ROPE_FIXED}
     out.pop("rope_parameters", None)
     out["rope_theta"] = model.rotary_base
     out["rope_scaling"] = rope

@@ -17,7 +17,8 @@ import torch
 from findap_nemo.config import ConfigError
 from findap_nemo.config.schema import ModelConfig
 from findap_nemo.convert import layout, names
-from findap_nemo.convert.hf_config import SUPPORTED, model_config_to_hf
+from findap_nemo.convert.hf_config import model_config_to_hf
+from findap_nemo.model.architectures import ARCHITECTURES
 from findap_nemo.convert.mcore_io import DistCheckpointReader
 from findap_nemo.config.model_config_io import find_model_config, load_model_config, pretrained_root
 from findap_nemo.convert.output import atomic_dir, check_output
@@ -205,7 +206,7 @@ def convert_mcore_to_hf(mcore: str | Path, out: str | Path, *, tokenizer: str | 
     roots = _roots(ckpt)
     base_cfg = next((c for r in roots if (c := _read_json(r / "hf_config.json")) is not None), None)
     base_gen = next((c for r in roots if (c := _read_json(r / "generation_config.json")) is not None), None)
-    if base_cfg is not None and base_cfg.get("model_type") not in SUPPORTED:
+    if base_cfg is not None and base_cfg.get("model_type") not in ARCHITECTURES:
         base_cfg = None
     with atomic_dir(out) as tmp:
         files = write_sharded(tmp, specs, produce, max_shard_bytes=shard_bytes)

@@ -20,13 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     from findap_nemo.config import model_preset
-    from findap_nemo.model.hf_tiny import save_random_llama
+    from findap_nemo.model.hf_tiny import save_random_model
 
     m = model_preset(a.preset)
     out = Path(a.out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_random_llama(tmp, a.tokenizer, num_layers=m.num_layers, hidden_size=m.hidden_size,
+    save_random_model(tmp, a.tokenizer, num_layers=m.num_layers, hidden_size=m.hidden_size,
                       intermediate_size=m.ffn_hidden_size, num_attention_heads=m.num_attention_heads,
                       num_key_value_heads=m.num_query_groups, tie_word_embeddings=not m.untie_embeddings_and_output_weights,
                       max_position_embeddings=m.max_position_embeddings, rope_theta=m.rotary_base, seed=a.seed)
