@@ -9,20 +9,35 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NamedTuple, Optional
 
-# name -> (module, one-line help). The module owns its options; see its docstring for details.
-STAGES: dict[str, tuple[str, str]] = {
-    "data": ("findap_nemo.data.cli", "build the blended CPT+IT dataset (Megatron .bin/.idx + manifest) from a data recipe"),
-    "train": ("findap_nemo.train.cli", "joint CPT+IT training of a Llama-architecture GPT on megatron-core (TP/PP/SP/DP)"),
-    "convert": ("findap_nemo.convert.cli", "convert checkpoints: hf-to-mcore, mcore-to-hf"),
-    "genrm": ("findap_nemo.genrm.cli", "sample solutions, judge them with a generative reward model (FAP/SCP), write preference pairs"),
-    "dpo": ("findap_nemo.dpo.cli", "preference training (DPO/IPO/RPO) on megatron-core with a frozen reference policy"),
-    "eval": ("findap_nemo.eval.cli", "FinEval: evaluate HF checkpoints on similar, novel, general and instruction-following tasks"),
-    "slurm": ("findap_nemo.slurm.cli", "render/submit sbatch jobs and stage pipelines, with auto-resume; job status"),
-    "plan": ("findap_nemo.plan.cli", "rank TP/PP/VPP/CP/DP layouts by estimated memory and step time for a cluster"),
-    "run": ("findap_nemo.pipeline.cli", "run the whole FinDAP pipeline (data -> train -> convert -> genrm -> dpo -> eval -> report)"),
-    "ablate": ("findap_nemo.ablate.cli", "the paper's recipe comparisons: variants of a pipeline (shared stages once), compared on FinEval"),
-    "doctor": ("findap_nemo.doctor", "print the versions of torch, megatron-core, TE, apex, transformers and whether CUDA/TE/FP8 are usable"),
+class Stage(NamedTuple):
+    module: str  # exposes add_arguments(parser) and run(args) -> int; its docstring is the stage's epilog
+    help: str  # one line
+    schema: Optional[str] = None  # "module:Class" of the root config (--help-config); none: flags only
+
+
+STAGES: dict[str, Stage] = {
+    "data": Stage("findap_nemo.data.cli", "build the blended CPT+IT dataset (Megatron .bin/.idx + manifest) from a data recipe",
+                  "findap_nemo.data.recipe:DataRecipe"),
+    "train": Stage("findap_nemo.train.cli", "joint CPT+IT training of a Llama-architecture GPT on megatron-core (TP/PP/SP/DP)",
+                   "findap_nemo.config.schema:TrainJobConfig"),
+    "convert": Stage("findap_nemo.convert.cli", "convert checkpoints: hf-to-mcore, mcore-to-hf"),
+    "genrm": Stage("findap_nemo.genrm.cli", "sample solutions, judge them with a generative reward model (FAP/SCP), write preference pairs",
+                   "findap_nemo.genrm.config:GenRMConfig"),
+    "dpo": Stage("findap_nemo.dpo.cli", "preference training (DPO/IPO/RPO) on megatron-core with a frozen reference policy",
+                 "findap_nemo.dpo.config:DPOJobConfig"),
+    "eval": Stage("findap_nemo.eval.cli", "FinEval: evaluate HF checkpoints on similar, novel, general and instruction-following tasks",
+                  "findap_nemo.eval.config:EvalConfig"),
+    "slurm": Stage("findap_nemo.slurm.cli", "render/submit sbatch jobs and stage pipelines, with auto-resume; job status",
+                   "findap_nemo.slurm.config:SlurmConfig"),
+    "plan": Stage("findap_nemo.plan.cli", "rank TP/PP/VPP/CP/DP layouts by estimated memory and step time for a cluster",
+                  "findap_nemo.plan.config:PlanJobConfig"),
+    "run": Stage("findap_nemo.pipeline.cli", "run the whole FinDAP pipeline (data -> train -> convert -> genrm -> dpo -> eval -> report)",
+                 "findap_nemo.pipeline.config:PipelineConfig"),
+    "ablate": Stage("findap_nemo.ablate.cli", "the paper's recipe comparisons: variants of a pipeline (shared stages once), compared on FinEval",
+                    "findap_nemo.ablate.config:AblationConfig"),
+    "doctor": Stage("findap_nemo.doctor", "print the versions of torch, megatron-core, TE, apex, transformers and whether CUDA/TE/FP8 are usable"),
 }
 
 
@@ -48,14 +63,12 @@ def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"findap-nemo {__version__}")
     sub = parser.add_subparsers(dest="stage", metavar="<stage>")
-    for name, (module, help_text) in STAGES.items():
-        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_LazyHelpFormatter)
+    for name, spec in STAGES.items():
+        p = sub.add_parser(name, help=spec.help, description=spec.help, formatter_class=_LazyHelpFormatter)
         if name == stage:  # only import the stage that is actually used
-            mod = importlib.import_module(module)
+            mod = importlib.import_module(spec.module)
             mod.add_arguments(p)
-            from findap_nemo.config.describe import SCHEMAS
-
-            if name in SCHEMAS:
+            if spec.schema:
                 p.add_argument("--help-config", action="store_true",
                                help="list every config key with its type, default and meaning, and exit")
             p.epilog = mod.__doc__
@@ -85,13 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     stage = next((a for a in argv if not a.startswith("-")), None)
     if "--help-config" in argv and stage in STAGES:
-        from findap_nemo.config.describe import SCHEMAS, help_config_text
+        from findap_nemo.config.describe import help_config_text
 
-        if stage not in SCHEMAS:
+        if not STAGES[stage].schema:
             print(f"findap-nemo {stage} has no config file: its options are the flags of `findap-nemo {stage} --help`",
                   file=sys.stderr)
             return 2
-        sys.stdout.write(help_config_text(stage))
+        sys.stdout.write(help_config_text(stage, STAGES[stage].schema))
         return 0
     parser = build_parser(stage if stage in STAGES else None)
     args = parser.parse_args(argv)
@@ -106,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         from findap_nemo.supervise import install_preemption_flag
 
         install_preemption_flag()
-    module = importlib.import_module(STAGES[args.stage][0])
+    module = importlib.import_module(STAGES[args.stage].module)
     try:
         return int(module.run(args) or 0)
     except ConfigError as err:

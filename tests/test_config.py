@@ -169,7 +169,10 @@ def test_stage_help_shows_only_real_defaults():
 def test_help_config_lists_every_key_with_its_comment():
     """`--help-config`: every key of each stage's schema, with type, default and the comment on its field."""
     from findap_nemo.config import config_to_dict
-    from findap_nemo.config.describe import SCHEMAS, describe, schema_of
+    from findap_nemo.cli import STAGES
+    from findap_nemo.config.describe import describe, schema_of
+
+    SCHEMAS = {name: s.schema for name, s in STAGES.items() if s.schema}
 
     def leaves(d, prefix=""):
         for k, v in d.items():
@@ -179,7 +182,7 @@ def test_help_config_lists_every_key_with_its_comment():
                 yield f"{prefix}{k}"
 
     for stage in SCHEMAS:
-        schema = schema_of(stage)
+        schema = schema_of(SCHEMAS[stage])
         keys = [r[0] for r in describe(schema)]
         assert len(keys) == len(set(keys)) and keys, stage
         try:
@@ -200,10 +203,11 @@ def test_help_config_lists_every_key_with_its_comment():
 def test_one_word_for_redo_and_renamed_keys_say_so(tmp_path):
     """data, eval and genrm share `force` (true: discard an earlier run's output and redo; false: keep finished
     work); the keys it replaced fail with the new name, not a guess."""
-    from findap_nemo.config.describe import SCHEMAS, schema_of
+    from findap_nemo.cli import STAGES
+    from findap_nemo.config.describe import schema_of
 
     for stage in ("data", "eval", "genrm"):
-        assert schema_of(stage)().force is False, stage
+        assert schema_of(STAGES[stage].schema)().force is False, stage
     cases = [("data", "configs/data/demo.yaml", "overwrite=true", "overwrite (command line): unknown key; renamed: force"),
              ("eval", "configs/eval/demo.yaml", "overwrite=false", "overwrite (command line): unknown key; renamed: force"),
              ("genrm", "configs/genrm/demo.yaml", "resume=false", "resume=false is force=true")]
@@ -211,5 +215,5 @@ def test_one_word_for_redo_and_renamed_keys_say_so(tmp_path):
         proc = cli(stage, "--config", config, override, "--print-config", check=False)
         assert proc.returncode == 2 and expected in proc.stderr, (stage, proc.stderr)
     # every stage with a config file prints it resolved, the same way
-    for stage in set(SCHEMAS) - {"slurm"}:  # slurm's config is a cluster description its subcommands read
+    for stage in {name for name, s in STAGES.items() if s.schema} - {"slurm"}:  # slurm's config is a cluster description its subcommands read
         assert "--print-config" in cli(stage, "--help").stdout, stage

@@ -16,22 +16,9 @@ import tokenize
 import typing
 from typing import Any
 
-# stage -> its root schema ("module:Class"); the stages whose options are all command-line flags have none
-SCHEMAS = {
-    "data": "findap_nemo.data.recipe:DataRecipe",
-    "train": "findap_nemo.config.schema:TrainJobConfig",
-    "genrm": "findap_nemo.genrm.config:GenRMConfig",
-    "dpo": "findap_nemo.dpo.config:DPOJobConfig",
-    "eval": "findap_nemo.eval.config:EvalConfig",
-    "slurm": "findap_nemo.slurm.config:SlurmConfig",
-    "plan": "findap_nemo.plan.config:PlanJobConfig",
-    "run": "findap_nemo.pipeline.config:PipelineConfig",
-    "ablate": "findap_nemo.ablate.config:AblationConfig",
-}
-
-
-def schema_of(stage: str) -> type:
-    module, name = SCHEMAS[stage].split(":")
+def schema_of(path: str) -> type:
+    """The class a "module:Class" path names (a stage's root schema, listed in ``findap_nemo.cli.STAGES``)."""
+    module, name = path.split(":")
     return getattr(importlib.import_module(module), name)
 
 
@@ -105,10 +92,10 @@ def describe(schema: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:
     return rows
 
 
-def help_config_text(stage: str) -> str:
+def help_config_text(stage: str, schema_path: str) -> str:
     import yaml
 
-    schema = schema_of(stage)
+    schema = schema_of(schema_path)
     rows = describe(schema)
     out = [f"findap-nemo {stage}: every config key ({schema.__name__}); set any of them in the YAML or as a dotted "
            f"override (key=value)", ""]
