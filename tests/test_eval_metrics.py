@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -344,3 +346,18 @@ def test_report_shows_unparsed_and_how_answers_were_read():
     md = results_markdown({"models": {"m": {"path": "/m", "tasks": {"t": agg}, "categories": {"reasoning": 0.25},
                                             "overall": 0.25}}})
     assert "- t: unparsed 2 of 4; answers read by answer_is 1, bracket 1, none 2" in md
+
+
+def test_a_broken_task_yaml_names_its_file_and_line(tmp_path):
+    """Task YAMLs are read like every config file (config.read_yaml): file, line and column of the error, and a
+    top level that is not a mapping refused by name."""
+    from findap_nemo.config import ConfigError
+    from findap_nemo.eval.registry import load_registry
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: t\ntype: classification\nprompt: [unclosed\n")
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(bad))} line \d+, column \d+: not valid YAML"):
+        load_registry([tmp_path])
+    bad.write_text("- name: t\n")
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(bad))}: the top level must be a mapping"):
+        load_registry([tmp_path])

@@ -15,7 +15,7 @@ import shlex
 from findap_nemo.ablate.config import AblationConfig
 from findap_nemo.ablate.run import Variant
 from findap_nemo.config import load_config
-from findap_nemo.config.loader import _read_yaml
+from findap_nemo.config.loader import read_yaml
 from findap_nemo.pipeline.runner import reads_from
 from findap_nemo.slurm.cli import split_stage_command
 from findap_nemo.slurm.config import SlurmConfig
@@ -41,7 +41,7 @@ def _job(name: str, kind: str, cmd: list[str], python: str) -> dict:
 
 def slurm_config(cfg: AblationConfig, vs: list[Variant], cluster_yaml: str, overrides: list[str],
                  compare_command: list[str]) -> SlurmConfig:
-    data = _read_yaml(cluster_yaml)
+    data = read_yaml(cluster_yaml)
     for key in ("job", "stages"):
         data.pop(key, None)
     data["run_dir"] = cfg.run_dir

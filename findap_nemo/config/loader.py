@@ -55,7 +55,8 @@ def parse_overrides(overrides: Iterable[str]) -> list[str]:
     return out
 
 
-def _read_yaml(path: str | os.PathLike) -> dict:
+def read_yaml(path: str | os.PathLike) -> dict:
+    """A YAML file whose top level is a mapping (empty file: {}); errors name the file, line and column."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
@@ -77,7 +78,7 @@ def _preset(name: str) -> dict:
     if not path.is_file():
         known = sorted(p.stem for p in (CONFIGS_DIR / "model").glob("*.yaml"))
         raise ConfigError(f"model.preset={name!r}: no such preset; choose one of {known} or give the shape keys")
-    return _read_yaml(path)
+    return read_yaml(path)
 
 
 def model_preset(name: str):
@@ -187,7 +188,7 @@ def load_config(schema: type[T], path: str | os.PathLike | None = None, override
     Returns a plain dataclass instance (not a DictConfig), so code downstream gets attribute access and types.
     """
     problems: list[str] = []
-    file_data = _read_yaml(path) if path else {}
+    file_data = read_yaml(path) if path else {}
     dot: dict = {}
     for item in overrides:
         if "=" not in item or item.startswith("="):

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
-import yaml
-
 from findap_nemo.config import ConfigError, Problems
+from findap_nemo.config.loader import read_yaml
 from findap_nemo.files import BadLine, jsonl_lines
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -198,12 +197,7 @@ def load_registry(paths: Iterable[str | os.PathLike] | None = None) -> dict[str,
     """All tasks declared in the given YAML files/folders (default: configs/eval/tasks), by name."""
     tasks: dict[str, TaskSpec] = {}
     for f in _yaml_files(paths or [DEFAULT_REGISTRY]):
-        try:
-            data = yaml.safe_load(f.read_text(encoding="utf-8"))
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            line = f" line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{f}{line}: not valid YAML ({getattr(err, 'problem', err)})") from err
+        data = read_yaml(f)
         items = data.get("tasks") if isinstance(data, dict) and "tasks" in data else [data]
         for i, item in enumerate(items or []):
             where = f"{f}" + (f" tasks[{i}]" if len(items) > 1 else "")

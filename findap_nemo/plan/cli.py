@@ -39,12 +39,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def load_plan_config(path: str | None, overrides: list[str]):
     """Read a plan config, or the relevant sections of a train/dpo config."""
     from findap_nemo.config import load_config
-    from findap_nemo.config.loader import _read_yaml
+    from findap_nemo.config.loader import read_yaml
     from findap_nemo.plan.config import PlanJobConfig
 
     base = None
     if path:
-        data = _read_yaml(path)
+        data = read_yaml(path)
         keep = {"model", "parallel", "precision", "train", "cluster", "search", "dtype", "calibration",
                 "sequences_per_sample"}
         base = {k: v for k, v in data.items() if k in keep}

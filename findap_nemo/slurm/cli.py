@@ -66,12 +66,12 @@ def split_stage_command(argv: list[str]) -> tuple[list[str], dict | None]:
 def _load(args, stage_job: dict | None):
     """The SLURM config; a stage command given after ``--`` replaces the file's job command (not its resources)."""
     from findap_nemo.config import load_config
-    from findap_nemo.config.loader import _read_yaml
+    from findap_nemo.config.loader import read_yaml
     from findap_nemo.slurm.config import SlurmConfig
 
     if stage_job is None:
         return load_config(SlurmConfig, args.config, args.overrides)
-    data = _read_yaml(args.config)
+    data = read_yaml(args.config)
     file_job = dict(data.get("job") or {})
     for key in ("stage", "config", "args", "overrides", "command", "sweep"):
         file_job.pop(key, None)
