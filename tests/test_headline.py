@@ -25,7 +25,7 @@ def test_headline_table_and_sentences():
         {"name": "fpb_sentiment", "kind": "task", "scores": {"base": 0.4, "cpt_it": 0.6}},
     ]}
     md = headline_markdown(table)
-    assert "| finance, similar tasks | 200 | 40.0 [35.0, 45.0] | 62.0 [57.0, 67.0] | +22.0 [15.0, 29.0]* |" in md
+    assert "| finance, similar tasks | 200 | 40.0 [35.0, 45.0] | 62.0 [57.0, 67.0] | +22.0 [+15.0, +29.0]* |" in md
     assert "fpb_sentiment" not in md  # categories only
     assert "Improved beyond noise: finance, similar tasks (+22.0 points" in md
     assert "Declined beyond noise: instruction following (-9.0 points" in md

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from findap_nemo.files import write_json_atomic
-from findap_nemo.pipeline.headline import CATEGORY_NAMES, headline_markdown, verdict
+from findap_nemo.pipeline.headline import CATEGORY_NAMES, format_delta, headline_markdown, verdict
 from findap_nemo.pipeline.report import Report, md_table, read_json, round1
 
 GAIN = ("unseen_similar", "novel_finance")  # the domain: what adaptation is for
@@ -15,11 +15,8 @@ KEPT = ("novel_concepts", "general", "reasoning", "instruction_following")  # wh
 
 
 def _cell(entry: dict | None) -> str:
-    if not entry or entry.get("delta") is None:
-        return "-"
-    ci = entry.get("delta_ci95")
-    mark = "*" if entry.get("excludes_zero") else ""
-    return f"{100 * entry['delta']:+.1f}" + (f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else "") + mark
+    entry = entry or {}
+    return format_delta(entry.get("delta"), entry.get("delta_ci95"), entry.get("excludes_zero"))
 
 
 def category_deltas(comparison: dict, model: str) -> dict[str, dict]:

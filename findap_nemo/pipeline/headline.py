@@ -25,12 +25,16 @@ def _ci(ci: Any) -> str:
     return f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else ""
 
 
-def _delta(d: float | None, info: dict | None) -> str:
-    if d is None:
+def _signed_ci(ci: Any) -> str:
+    return f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else ""
+
+
+def format_delta(delta: float | None, ci95: Any = None, excludes_zero: bool = False) -> str:
+    """A change in points with its paired 95% interval, starred when the interval excludes zero: "+5.2 [+1.8,
+    +8.8]*" (the report's headline and the ablation tables alike)."""
+    if delta is None:
         return "-"
-    ci = (info or {}).get("ci95")
-    mark = "*" if (info or {}).get("excludes_zero") else ""
-    return f"{100 * d:+.1f}{_ci(ci)}{mark}"
+    return f"{100 * delta:+.1f}{_signed_ci(ci95)}{'*' if excludes_zero else ''}"
 
 
 def verdict(delta: float | None, info: dict | None) -> str:
@@ -57,7 +61,8 @@ def headline_markdown(table: dict) -> str:
         deltas = r.get(f"delta_vs_{base}") or {}
         dcis = r.get(f"delta_ci95_vs_{base}") or {}
         cells = [name, str(r.get("n") or "-")] + [_pct(r["scores"].get(m)) + _ci(cis.get(m)) for m in models]
-        cells += [_delta(deltas.get(m), dcis.get(m)) for m in models[1:]]
+        cells += [format_delta(deltas.get(m), (dcis.get(m) or {}).get("ci95"), (dcis.get(m) or {}).get("excludes_zero"))
+                  for m in models[1:]]
         lines.append("| " + " | ".join(cells) + " |")
     out = ["Scores in %, with 95% bootstrap intervals over the evaluation items; changes in points against "
            f"`{base}` with paired-bootstrap 95% intervals (* = the interval excludes 0).", "", *lines, ""]
@@ -70,7 +75,7 @@ def headline_markdown(table: dict) -> str:
             info = (r.get(f"delta_ci95_vs_{base}") or {}).get(m)
             v = verdict(d, info)
             if v in groups:
-                reach = f" ({100 * d:+.1f} points, interval {_ci(info['ci95']).strip()})"
+                reach = f" ({100 * d:+.1f} points, interval {_signed_ci(info['ci95']).strip()})"
                 groups[v].append(CATEGORY_NAMES.get(r["name"], r["name"]) + reach)
         parts = [f"**{m} vs {base}.**"]
         parts.append("Improved beyond noise: " + ("; ".join(groups["improved"]) if groups["improved"] else "nothing")
