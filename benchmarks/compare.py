@@ -71,16 +71,16 @@ def _megatron_stepper(shape: dict, before: bool):
     overrides = [f"model.{k}={shape[k]}" for k in ("num_layers", "hidden_size", "ffn_hidden_size",
                                                     "num_attention_heads", "num_query_groups", "vocab_size")]
     overrides += [f"model.untie_embeddings_and_output_weights={not shape['tied']}",
-                  f"train.seq_length={shape['seq_length']}", f"train.micro_batch_size={shape['micro_batch_size']}",
-                  f"train.global_batch_size={shape['global_batch_size']}", "train.train_iters=1000",
+                  f"schedule.seq_length={shape['seq_length']}", f"schedule.micro_batch_size={shape['micro_batch_size']}",
+                  f"schedule.global_batch_size={shape['global_batch_size']}", "schedule.train_iters=1000",
                   f"optim.lr={LR}", f"optim.min_lr={LR}", "optim.lr_decay_style=constant",
                   "optim.lr_warmup_fraction=null", "optim.lr_warmup_iters=0", f"optim.clip_grad={CLIP}",
                   "model.make_vocab_size_divisible_by=128", "data.mock=true", "checkpoint.save=null"]
     if before:
         overrides.append("model.attention_backend=unfused")
     cfg = load_config(TrainJobConfig, str(REPO / "configs/train/tiny_cpu.yaml"), overrides)
-    init_distributed(cfg.parallel, cfg.train.seed)
-    trainer = Trainer(cfg, make_gpt_forward_step(False), build_datasets(cfg, seed=cfg.train.seed))
+    init_distributed(cfg.parallel, cfg.schedule.seed)
+    trainer = Trainer(cfg, make_gpt_forward_step(False), build_datasets(cfg, seed=cfg.schedule.seed))
     if before:
         for adam in torch_adams(trainer.optimizer):
             for group in adam.param_groups:

@@ -52,7 +52,7 @@ def write_init(out: str, overrides: list[str]) -> None:
     from findap_nemo.train.checkpointing import save_checkpoint
 
     cfg = load_config(TrainJobConfig, "configs/train/tiny_cpu.yaml", overrides)
-    init_distributed(cfg.parallel, cfg.train.seed)
+    init_distributed(cfg.parallel, cfg.schedule.seed)
     save_checkpoint(out, 0, build_model(cfg.model, cfg.parallel, cfg.precision, wrap_with_ddp=False))
     destroy_distributed()
 
@@ -143,8 +143,8 @@ def main() -> int:
                        check=True, capture_output=True)
         base = ["--config", "configs/dpo/tiny_cpu.yaml", f"model.tokenizer={tmp / 'tok'}",
                 f"checkpoint.pretrained={tmp / 'init'}", f"data.train_file={tmp / 'pairs.jsonl'}",
-                f"train.seq_length={seq}", f"train.train_iters={iters}", f"train.micro_batch_size={mbs}",
-                f"train.global_batch_size={gbs}", "train.eval_interval=null", "checkpoint.save_interval=null",
+                f"schedule.seq_length={seq}", f"schedule.train_iters={iters}", f"schedule.micro_batch_size={mbs}",
+                f"schedule.global_batch_size={gbs}", "schedule.eval_interval=null", "checkpoint.save_interval=null",
                 "checkpoint.keep_last=1", "logging.progress_bar=false", "data.validation_fraction=0", *model]
         results = {}
         for lname, (nproc, overrides) in layouts.items():

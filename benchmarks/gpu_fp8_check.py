@@ -73,9 +73,9 @@ def one_run(args) -> int:
     from findap_nemo.train.trainer import Trainer
 
     cfg = load_config(TrainJobConfig, REPO / "configs/train/tiny_cpu.yaml", json.loads(args.overrides))
-    init_distributed(cfg.parallel, cfg.train.seed)
+    init_distributed(cfg.parallel, cfg.schedule.seed)
     try:
-        t = cfg.train
+        t = cfg.schedule
         datasets = {"train": MockGPTDataset(t.train_iters * t.global_batch_size, t.seq_length, cfg.model.vocab_size,
                                             t.seed)}
         history = Trainer(cfg, make_gpt_forward_step(False), datasets).fit()
@@ -90,9 +90,9 @@ def launch(shape: str, precision: str, args, workdir: Path) -> dict:
     overrides = SHAPES[shape] + PRECISIONS[precision] + [
         "precision.params_dtype=bf16", "model.transformer_impl=transformer_engine",
         f"parallel.tensor_model_parallel_size={args.tp}", f"parallel.sequence_parallel={str(args.tp > 1).lower()}",
-        f"train.seq_length={args.seq_length if shape == '8b' else 256}", f"train.train_iters={args.steps}",
-        f"train.micro_batch_size={args.micro_batch_size}", f"train.global_batch_size={args.global_batch_size}",
-        "train.eval_interval=null", "checkpoint.save=null", "checkpoint.save_interval=null",
+        f"schedule.seq_length={args.seq_length if shape == '8b' else 256}", f"schedule.train_iters={args.steps}",
+        f"schedule.micro_batch_size={args.micro_batch_size}", f"schedule.global_batch_size={args.global_batch_size}",
+        "schedule.eval_interval=null", "checkpoint.save=null", "checkpoint.save_interval=null",
         "logging.progress_bar=false", "data.mock=true", "optim.lr=3e-4", "optim.min_lr=3e-5"]
     if shape == "8b":
         overrides.append(f"model.num_layers={args.layers}")

@@ -27,7 +27,7 @@ RESULTS = REPO / "benchmarks" / "results"
 CPU_LAYOUTS = {
     "TP1": (1, []),
     "TP2": (2, ["parallel.tensor_model_parallel_size=2"]),
-    "PP2": (2, ["parallel.pipeline_model_parallel_size=2", "train.global_batch_size=16"]),
+    "PP2": (2, ["parallel.pipeline_model_parallel_size=2", "schedule.global_batch_size=16"]),
     "TP2+SP": (2, ["parallel.tensor_model_parallel_size=2", "parallel.sequence_parallel=true"]),
     "DP2 (dist. optimizer)": (2, []),
 }
@@ -42,7 +42,7 @@ GPU_RUNS = {
 def run(nproc: int, config: str, overrides: list[str], iters: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         args = [sys.executable, "-m", "findap_nemo.cli", "train", "--config", config,
-                f"train.train_iters={iters}", "train.eval_interval=null", "checkpoint.save_interval=null",
+                f"schedule.train_iters={iters}", "schedule.eval_interval=null", "checkpoint.save_interval=null",
                 f"logging.metrics_file={tmp}/metrics.jsonl", "checkpoint.save=null", "logging.progress_bar=false",
                 *overrides]
         if nproc > 1:
@@ -126,7 +126,7 @@ def main() -> int:
         print(f"... {name}", flush=True)
         results[name] = summarise(run(gpus, "configs/train/tiny_cpu.yaml", [
             "model.preset=llama3-8b", f"model.num_layers={args.layers}", "precision.params_dtype=bf16",
-            f"train.seq_length={args.seq_length}", "train.micro_batch_size=1", f"train.global_batch_size={gpus * 4}",
+            f"schedule.seq_length={args.seq_length}", "schedule.micro_batch_size=1", f"schedule.global_batch_size={gpus * 4}",
             "data.mock=true", "optim.lr=1e-5", *overrides], iters), warmup=5)
     meta["note"] = (f"Llama-3-8B shape with {args.layers} layers, seq {args.seq_length}, {gpus} GPU(s), "
                     "MFU against 989 TFLOP/s (bf16) / 1979 (FP8) dense H100 SXM peak.")

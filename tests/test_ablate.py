@@ -16,8 +16,8 @@ import yaml
 from helpers import REPO, cli, env
 from slurm_cluster import slurm_cluster  # noqa: F401  (session fixture)
 
-TINY_TRAIN = ("train.overrides=[parallel.tensor_model_parallel_size=2,train.train_iters=6,train.seq_length=256,"
-              "train.eval_interval=6,checkpoint.save_interval=6,logging.progress_bar=false]")
+TINY_TRAIN = ("train.overrides=[parallel.tensor_model_parallel_size=2,schedule.train_iters=6,schedule.seq_length=256,"
+              "schedule.eval_interval=6,checkpoint.save_interval=6,logging.progress_bar=false]")
 
 
 def _write(tmp_path: Path, body: dict, name: str = "ablation.yaml") -> Path:
@@ -159,10 +159,10 @@ def test_shipped_cpu_ablation_is_valid():
 def test_tiny_ablation_shares_stages_survives_a_failure_and_resumes_a_killed_variant(tmp_path):
     path = _write(tmp_path, _base(tmp_path, variants=[
         {"name": "lo", "stages": {"train": ["optim.lr=1e-3"]}},
-        {"name": "seq", "overrides": ["recipe=sequential"], "stages": {"train_cpt": ["train.train_iters=3"],
-                                                                        "train": ["train.train_iters=3"]}},
-        {"name": "broken", "stages": {"train": ["train.train_iters=-3"]}},  # fails inside its train stage
-        {"name": "long", "stages": {"train": ["train.train_iters=18", "checkpoint.save_interval=4"]}},
+        {"name": "seq", "overrides": ["recipe=sequential"], "stages": {"train_cpt": ["schedule.train_iters=3"],
+                                                                        "train": ["schedule.train_iters=3"]}},
+        {"name": "broken", "stages": {"train": ["schedule.train_iters=-3"]}},  # fails inside its train stage
+        {"name": "long", "stages": {"train": ["schedule.train_iters=18", "checkpoint.save_interval=4"]}},
     ]))
     run = tmp_path / "abl"
     first = cli("ablate", str(path), "--only", "lo", "--only", "seq", "--only", "broken", timeout=1800, check=False)
@@ -238,7 +238,7 @@ def test_ablation_on_slurm_shares_stages_and_compares_after_a_failed_variant(slu
     """`--slurm`: one job per distinct stage, chained along each variant; the comparison job runs (afterany) although
     one variant failed, and its row says which stage did not finish."""
     path = _write(tmp_path, _base(tmp_path, variants=[
-        {"name": "ok"}, {"name": "bad", "stages": {"train": ["train.train_iters=-3"]}}]))
+        {"name": "ok"}, {"name": "bad", "stages": {"train": ["schedule.train_iters=-3"]}}]))
     cluster = tmp_path / "cluster.yaml"
     cluster.write_text(yaml.safe_dump({
         "environment": {"preset": "cpu", "step_exit_wait": 30},

@@ -24,8 +24,8 @@ def errors(*overrides, world_size=None) -> str:
 
 
 def test_preset_and_overrides_merge():
-    cfg = load("train.train_iters=7", "optim.lr=1e-4", "optim.min_lr=1e-5", "model.num_layers=8")
-    assert cfg.train.train_iters == 7 and cfg.optim.lr == 1e-4
+    cfg = load("schedule.train_iters=7", "optim.lr=1e-4", "optim.min_lr=1e-5", "model.num_layers=8")
+    assert cfg.schedule.train_iters == 7 and cfg.optim.lr == 1e-4
     assert cfg.model.num_layers == 8 and cfg.model.hidden_size == 64  # rest from the tiny preset
     assert cfg.model.rotary_base == 500000.0 and cfg.model.untie_embeddings_and_output_weights
 
@@ -48,16 +48,16 @@ def test_llama3_presets_have_the_real_shapes():
     (["parallel.pipeline_model_parallel_size=2", "parallel.virtual_pipeline_model_parallel_size=4"], 2,
      "must be divisible by pipeline_model_parallel_size x virtual_pipeline_model_parallel_size"),
     (["parallel.virtual_pipeline_model_parallel_size=2"], 1, "virtual pipeline stages need pipeline_model_parallel_size > 1"),
-    (["train.global_batch_size=6", "train.micro_batch_size=4"], 1, "train.global_batch_size=6: must be divisible by micro_batch_size x data-parallel size"),
-    (["train.global_batch_size=6", "train.micro_batch_size=2"], 4, "must be divisible by micro_batch_size x data-parallel size = 2 x 4 = 8"),
-    (["parallel.tensor_model_parallel_size=2", "parallel.sequence_parallel=true", "train.seq_length=63"], 2,
-     "train.seq_length=63: with sequence_parallel the sequence length must be divisible by TP=2"),
+    (["schedule.global_batch_size=6", "schedule.micro_batch_size=4"], 1, "schedule.global_batch_size=6: must be divisible by micro_batch_size x data-parallel size"),
+    (["schedule.global_batch_size=6", "schedule.micro_batch_size=2"], 4, "must be divisible by micro_batch_size x data-parallel size = 2 x 4 = 8"),
+    (["parallel.tensor_model_parallel_size=2", "parallel.sequence_parallel=true", "schedule.seq_length=63"], 2,
+     "schedule.seq_length=63: with sequence_parallel the sequence length must be divisible by TP=2"),
     (["parallel.sequence_parallel=true"], 1, "sequence parallelism needs tensor_model_parallel_size > 1"),
     (["parallel.tensor_model_parallel_size=2"], 3, "the world size 3 must be a multiple of TP x PP x CP = 2"),
     (["precision.fp8=hybrid"], 1, "FP8 needs a Hopper (H100/H200) or newer GPU"),
     (["precision.fp8=hybrid"], 1, "FP8 needs Transformer Engine"),
     (["precision.params_dtype=bf16"], 1, "half precision training needs a GPU"),
-    (["train.seq_length=9000"], 1, "exceeds model.max_position_embeddings=4096"),
+    (["schedule.seq_length=9000"], 1, "exceeds model.max_position_embeddings=4096"),
     (["data.mock=false"], 1, "data.manifest=None: give the data stage's manifest.json"),
     (["data.mock=false", "data.manifest=/nonexistent/manifest.json"], 1, "file not found"),
     (["optim.lr_decay_style=step"], 1, "use cosine, linear or constant"),
@@ -87,18 +87,20 @@ def test_fp8_accepted_on_hopper_with_te(monkeypatch):
 
 
 def test_unknown_key_and_bad_type_name_the_key(tmp_path):
-    with pytest.raises(ConfigError, match="train.trian_iters"):
-        load("train.trian_iters=5")
-    with pytest.raises(ConfigError, match="train.train_iters"):
-        load("train.train_iters=many")
+    with pytest.raises(ConfigError, match="schedule.trian_iters"):
+        load("schedule.trian_iters=5")
+    with pytest.raises(ConfigError, match=r"train \(command line\): unknown key; renamed: schedule"):
+        load("train.train_iters=5")  # the section's old name says where it went
+    with pytest.raises(ConfigError, match="schedule.train_iters"):
+        load("schedule.train_iters=many")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("train:\n  train_iters: [1, 2\n")
+    bad.write_text("schedule:\n  train_iters: [1, 2\n")
     with pytest.raises(ConfigError, match=r"bad.yaml line \d+"):
         load_config(TrainJobConfig, bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(TrainJobConfig, tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="expected a dotted assignment"):
-        load_config(TrainJobConfig, TINY, ["train.train_iters"])
+        load_config(TrainJobConfig, TINY, ["schedule.train_iters"])
     with pytest.raises(ConfigError, match="no such preset"):
         load_config(TrainJobConfig, TINY, ["model.preset=llama9"])
 
@@ -116,17 +118,17 @@ def test_every_problem_at_once_with_its_origin(tmp_path):
     """A type error, an unknown key from the command line, an unknown key and a bad type from a YAML file and a
     semantic check: one list, each naming file:line or the command line."""
     yml = tmp_path / "job.yaml"
-    yml.write_text("model:\n  preset: tiny\ntrain:\n  micro_batch_size: two\n  seq_lenght: 64\n"
+    yml.write_text("model:\n  preset: tiny\nschedule:\n  micro_batch_size: two\n  seq_lenght: 64\n"
                    "  seq_length: 64\ndata:\n  mock: true\n")
     with pytest.raises(ConfigError) as exc:
-        load_config(TrainJobConfig, yml, ["train.train_iters=abc", "optim.lrr=1", "optim.lr=-1"])
+        load_config(TrainJobConfig, yml, ["schedule.train_iters=abc", "optim.lrr=1", "optim.lr=-1"])
     problems = exc.value.problems
     assert len(problems) == 5, problems
     text = "\n".join(problems)
-    assert "train.train_iters='abc' (command line): Value 'abc' of type 'str' could not be converted to Integer" in text
+    assert "schedule.train_iters='abc' (command line): Value 'abc' of type 'str' could not be converted to Integer" in text
     assert "optim.lrr (command line): unknown key; did you mean optim.lr?" in text
-    assert f"train.micro_batch_size='two' ({yml}:4)" in text
-    assert f"train.seq_lenght ({yml}:5): unknown key; did you mean train.seq_length?" in text
+    assert f"schedule.micro_batch_size='two' ({yml}:4)" in text
+    assert f"schedule.seq_lenght ({yml}:5): unknown key; did you mean schedule.seq_length?" in text
     assert "optim.lr=-1.0: must be > 0" in text
 
 
@@ -138,12 +140,12 @@ def test_launcher_validates_before_any_rank_starts():
     from helpers import cli
 
     t = time.time()
-    proc = cli("train", "--nproc-per-node", "2", "--config", TINY, "train.train_iters=abc", "optim.lrr=1",
+    proc = cli("train", "--nproc-per-node", "2", "--config", TINY, "schedule.train_iters=abc", "optim.lrr=1",
                check=False, timeout=300)
     seconds = time.time() - t
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out
-    assert out.count("train.train_iters='abc'") == 1 and out.count("did you mean optim.lr?") == 1, out
+    assert out.count("schedule.train_iters='abc'") == 1 and out.count("did you mean optim.lr?") == 1, out
     assert "Traceback" not in out and "rank" not in out.lower(), out
     assert seconds < 30, seconds
 
@@ -194,7 +196,7 @@ def test_help_config_lists_every_key_with_its_comment():
     out = cli("train", "--help-config").stdout
     assert "optim.lr: float = 5.0e-06\n    FinDAP CPT+IT" in out
     assert "checkpoint.optimizer_sharding: str = fully_reshardable" in out  # inherited sections documented too
-    assert "train.global_batch_size: int = 16\n    sequences per optimizer step" in out
+    assert "schedule.global_batch_size: int = 16\n    sequences per optimizer step" in out
     assert "blend.kinds: list = [cpt, it]\n    Which kinds the blend trains on" in cli("data", "--help-config").stdout
     bad = cli("convert", "--help-config", check=False)
     assert bad.returncode == 2 and "has no config file" in bad.stderr

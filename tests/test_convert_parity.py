@@ -84,8 +84,8 @@ def test_trained_checkpoint_exports_with_its_logits(tmp_path, converted, tiny_hf
                                                     "max_position_embeddings", "rotary_base")]
     run = tmp_path / "run"
     cli("train", "--config", "configs/train/tiny_cpu.yaml", "--nproc-per-node", "2",
-        "parallel.tensor_model_parallel_size=2", "train.train_iters=3", "train.global_batch_size=4",
-        "train.micro_batch_size=2", "train.seq_length=32", "train.eval_interval=null", "optim.lr=1e-2",
+        "parallel.tensor_model_parallel_size=2", "schedule.train_iters=3", "schedule.global_batch_size=4",
+        "schedule.micro_batch_size=2", "schedule.seq_length=32", "schedule.eval_interval=null", "optim.lr=1e-2",
         f"checkpoint.save={run}", f"checkpoint.pretrained={converted}", "checkpoint.save_interval=3",
         "logging.progress_bar=false", *shape)
     assert (run / "latest_checkpointed_iteration.txt").read_text().strip() == "3"

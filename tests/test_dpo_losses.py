@@ -100,7 +100,7 @@ def test_config_rejects_no_objective_and_unknown_loss(tmp_path):
         load_config(DPOJobConfig, "configs/dpo/tiny_cpu.yaml",
                     ["dpo.preference_loss_weight=0", "dpo.sft_loss_weight=0", "dpo.preference_loss=kto",
                      "dpo.ref_policy_kl_penalty=0", f"data.train_file={tmp_path}/missing.jsonl",
-                    "train.global_batch_size=4"], world_size=2)
+                    "schedule.global_batch_size=4"], world_size=2)
     text = str(err.value)
     for needle in ("both 0", "dpo.preference_loss='kto'", "dpo.ref_policy_kl_penalty=0", "data.train_file",
                    "checkpoint.pretrained", "model.tokenizer"):
@@ -112,7 +112,7 @@ def test_shipped_findap_config_is_dpo_plus_nll():
 
     cfg = yaml.safe_load(open("configs/dpo/findap_llama3_8b.yaml"))
     assert cfg["dpo"]["preference_loss"] == "dpo" and cfg["dpo"]["sft_loss_weight"] > 0
-    assert cfg["optim"]["lr"] == 5e-7 and cfg["train"]["seq_length"] == 2048
+    assert cfg["optim"]["lr"] == 5e-7 and cfg["schedule"]["seq_length"] == 2048
 
 
 def test_sft_reductions_hand_computed():

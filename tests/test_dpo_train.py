@@ -43,8 +43,8 @@ def inputs(tmp_path_factory, tiny_tokenizer_dir):
 def _dpo(inputs, save, *overrides, nproc=None, pairs=None, check=True):
     args = ["--config", "configs/dpo/tiny_cpu.yaml", f"model.tokenizer={inputs['tok']}",
             f"checkpoint.pretrained={inputs['init']}", f"data.train_file={pairs or inputs['pairs']}",
-            f"checkpoint.save={save}", "logging.progress_bar=false", f"train.train_iters={ITERS}",
-            "train.eval_interval=4", "checkpoint.save_interval=null", *overrides]
+            f"checkpoint.save={save}", "logging.progress_bar=false", f"schedule.train_iters={ITERS}",
+            "schedule.eval_interval=4", "checkpoint.save_interval=null", *overrides]
     if nproc:
         args = ["--nproc-per-node", str(nproc), *args]
     proc = cli("dpo", *args, check=check)
@@ -120,11 +120,11 @@ def test_layouts_match_tp1(layout, inputs, reference_run, tmp_path):
 def test_small_file_micro_batch_2_and_exact_resume(inputs, tmp_path):
     """3 pairs < global batch 8 with micro batch 2 (batches wrap), RPO-sq + SFT, interrupted at 2 and resumed."""
     pairs = write_pairs(tmp_path / "small.jsonl", 3, seed=1)
-    common = ["train.micro_batch_size=2", "train.global_batch_size=8", "data.validation_fraction=0",
-              "train.eval_interval=null", "dpo.preference_loss=rpo_sq", "dpo.sft_loss_weight=0.5",
-              "train.train_iters=4"]
+    common = ["schedule.micro_batch_size=2", "schedule.global_batch_size=8", "data.validation_fraction=0",
+              "schedule.eval_interval=null", "dpo.preference_loss=rpo_sq", "dpo.sft_loss_weight=0.5",
+              "schedule.train_iters=4"]
     _, full = _dpo(inputs, tmp_path / "full", *common, pairs=pairs)
-    _, first = _dpo(inputs, tmp_path / "split", *common, "train.exit_interval=2", pairs=pairs)
+    _, first = _dpo(inputs, tmp_path / "split", *common, "schedule.exit_interval=2", pairs=pairs)
     assert len(first) == 2
     proc, rows = _dpo(inputs, tmp_path / "split", *common, pairs=pairs)
     assert "resumed from" in proc.stdout and "reference log-probs from" in proc.stdout

@@ -105,33 +105,33 @@ def test_data_build_refuses_a_tokenizer_without_chat_template(tmp_path, tiny_tok
 def test_model_config_travels_with_the_weights(tmp_path, chatml_model):
     mcore = tmp_path / "mcore"
     convert_hf_to_mcore(chatml_model, mcore, progress=False)
-    cfg = load_config(TrainJobConfig, None, [f"checkpoint.pretrained={mcore}", "data.mock=true", "train.seq_length=64"])
+    cfg = load_config(TrainJobConfig, None, [f"checkpoint.pretrained={mcore}", "data.mock=true", "schedule.seq_length=64"])
     m = cfg.model
     assert (m.num_layers, m.hidden_size, m.num_attention_heads, m.num_query_groups, m.ffn_hidden_size) == (2, 48, 6, 3, 96)
     assert m.rotary_base == 100000.0 and not m.untie_embeddings_and_output_weights
     assert m.vocab_size == len(load_tokenizer(chatml_model))
     assert m.tokenizer == str(mcore.absolute() / "tokenizer")
     # equal explicit values and runtime keys are fine ...
-    ok = load_config(TrainJobConfig, None, [f"checkpoint.pretrained={mcore}", "data.mock=true", "train.seq_length=64",
+    ok = load_config(TrainJobConfig, None, [f"checkpoint.pretrained={mcore}", "data.mock=true", "schedule.seq_length=64",
                                             "model.num_layers=2", "model.transformer_impl=local"])
     assert ok.model.transformer_impl == "local"
     # ... a value that disagrees (even one that changes no tensor shape) is an error naming both and the source
     with pytest.raises(ConfigError) as err:
-        load_config(TrainJobConfig, None, [f"checkpoint.pretrained={mcore}", "data.mock=true", "train.seq_length=64",
+        load_config(TrainJobConfig, None, [f"checkpoint.pretrained={mcore}", "data.mock=true", "schedule.seq_length=64",
                                            "model.rotary_base=500000", "model.norm_epsilon=1e-6"])
     text = str(err.value)
     assert "model.rotary_base=500000 (from the command line)" in text and "rotary_base=100000.0" in text
     assert "model.norm_epsilon=1e-06" in text and "model_config.yaml" in text
     # a preset of another shape disagrees too
     with pytest.raises(ConfigError, match=r"model.num_layers=4 \(from model.preset=tiny\)"):
-        load_config(TrainJobConfig, None, [f"checkpoint.pretrained={mcore}", "data.mock=true", "train.seq_length=64", "model.preset=tiny"])
+        load_config(TrainJobConfig, None, [f"checkpoint.pretrained={mcore}", "data.mock=true", "schedule.seq_length=64", "model.preset=tiny"])
 
 
 def test_layout_validation_names_the_layouts_that_fit(tmp_path, chatml_model):
     mcore = tmp_path / "mcore"
     convert_hf_to_mcore(chatml_model, mcore, progress=False)
     with pytest.raises(ConfigError) as err:
-        load_config(TrainJobConfig, None, [f"checkpoint.pretrained={mcore}", "data.mock=true", "train.seq_length=64",
+        load_config(TrainJobConfig, None, [f"checkpoint.pretrained={mcore}", "data.mock=true", "schedule.seq_length=64",
                                            "parallel.tensor_model_parallel_size=2"], world_size=2)
     assert "these layouts fit the model: TP1 x PP1 (DP2), TP1 x PP2 (DP1)" in str(err.value)
 
@@ -176,6 +176,6 @@ def test_a_null_tokenizer_in_the_file_takes_the_checkpoints(tmp_path, chatml_mod
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(json.dumps({"prompt": "q", "chosen_response": "a", "rejected_response": "b"}) + "\n")
     yml = tmp_path / "dpo.yaml"
-    yml.write_text("model:\n  tokenizer: null\ntrain:\n  seq_length: 64\n")
+    yml.write_text("model:\n  tokenizer: null\nschedule:\n  seq_length: 64\n")
     cfg = load_config(DPOJobConfig, yml, [f"checkpoint.pretrained={mcore}", f"data.train_file={pairs}"])
     assert cfg.model.tokenizer == str(mcore.absolute() / "tokenizer") and cfg.model.num_layers == 2

@@ -9,10 +9,10 @@ import pytest
 from helpers import cli
 
 FAST = [
-    "train.overrides=[parallel.tensor_model_parallel_size=2,train.train_iters=12,train.seq_length=256,"
-    "train.eval_interval=6,checkpoint.save_interval=null]",
-    "dpo.overrides=[parallel.tensor_model_parallel_size=2,train.train_iters=6,train.seq_length=512,"
-    "train.eval_interval=3]",
+    "train.overrides=[parallel.tensor_model_parallel_size=2,schedule.train_iters=12,schedule.seq_length=256,"
+    "schedule.eval_interval=6,checkpoint.save_interval=null]",
+    "dpo.overrides=[parallel.tensor_model_parallel_size=2,schedule.train_iters=6,schedule.seq_length=512,"
+    "schedule.eval_interval=3]",
 ]
 
 

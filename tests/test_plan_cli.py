@@ -99,7 +99,7 @@ def test_memory_model_responds_to_each_knob():
                                                       ("llama3-70b", 8, 128, 0.40, 0.52)])
 def test_time_model_matches_published_h100_throughput(preset, nodes, gbs, lo, hi):
     cfg = load_plan_config(None, [f"model.preset={preset}", f"cluster.nodes={nodes}",
-                                  f"train.global_batch_size={gbs}", "train.seq_length=8192"])
+                                  f"schedule.global_batch_size={gbs}", "schedule.seq_length=8192"])
     best = [c for c in plan(cfg.model, cfg.cluster, cfg.search, seq_length=8192, global_batch_size=gbs)
             if c.fits][0]
     assert lo <= best.time.mfu <= hi, best.time
@@ -141,7 +141,7 @@ def test_dpo_config_is_planned_in_pairs_without_context_parallelism():
     # memory is that of 2 sequences per pair; the suggested overrides count pairs again
     own = out["configured"]
     assert own["layout"]["micro_batch_size"] == 2 and "mbs1 pairs" in own["name"]
-    assert "train.micro_batch_size=1" in own["overrides"]
+    assert "schedule.micro_batch_size=1" in own["overrides"]
     lm = load_plan_config("configs/dpo/llama3-8b-dpo-1node.yaml", ["sequences_per_sample=1"])
     assert lm.sequences_per_sample == 1
     assert fits

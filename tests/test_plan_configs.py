@@ -75,7 +75,7 @@ def test_train_config_validates_at_its_world_size(path, h100, manifest):
 @pytest.mark.parametrize("path", DPO, ids=lambda p: p.stem)
 def test_dpo_config_validates_at_its_world_size(path, h100, dpo_inputs):
     cfg = load_config(DPOJobConfig, path, dpo_inputs, world_size=nodes_of(path) * 8)
-    assert cfg.train.seq_length == 2048 and cfg.optim.lr == 5e-7
+    assert cfg.schedule.seq_length == 2048 and cfg.optim.lr == 5e-7
 
 
 @pytest.mark.parametrize("path", TRAIN + DPO, ids=lambda p: p.stem)
@@ -106,7 +106,7 @@ def test_model_presets_have_the_published_shapes():
     for preset, shape in {"llama3-8b": (32, 4096, 14336, 32, 8), "llama3-70b": (80, 8192, 28672, 64, 8),
                           "llama3.1-8b": (32, 4096, 14336, 32, 8), "llama3.1-70b": (80, 8192, 28672, 64, 8)}.items():
         m = load_config(TrainJobConfig, None, [f"model.preset={preset}", "data.mock=true",
-                                               "train.seq_length=64"]).model
+                                               "schedule.seq_length=64"]).model
         assert (m.num_layers, m.hidden_size, m.ffn_hidden_size, m.num_attention_heads, m.num_query_groups) == shape
         assert m.vocab_size == 128256 and m.rotary_base == 500000.0 and m.untie_embeddings_and_output_weights
         assert m.rope_scaling == preset.startswith("llama3.1")
@@ -119,8 +119,8 @@ def test_suggested_overrides_make_a_valid_training_config(h100, manifest):
 
     path = REPO / "configs/train/llama3-70b-cpt-it-16node.yaml"
     cfg = load_plan_config(str(path), ["cluster.nodes=16"])
-    best = [c for c in plan(cfg.model, cfg.cluster, cfg.search, seq_length=cfg.train.seq_length,
-                            global_batch_size=cfg.train.global_batch_size) if c.fits][:5]
+    best = [c for c in plan(cfg.model, cfg.cluster, cfg.search, seq_length=cfg.schedule.seq_length,
+                            global_batch_size=cfg.schedule.global_batch_size) if c.fits][:5]
     assert best
     for cand in best:
         train = load_config(TrainJobConfig, path, [f"data.manifest={manifest}", *cand.layout.overrides()],

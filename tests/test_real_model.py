@@ -56,11 +56,11 @@ def test_gguf_inputs_are_checked(tmp_path):
 # model's fp32 Adam state is 2 GB per save, and resuming with it is tested on tiny models (tests/test_train.py).
 CUT_DOWN = [
     "data.overrides=[seq_length=256]",
-    "train.overrides=[train.train_iters=2,train.global_batch_size=4,train.seq_length=256,train.eval_interval=2,"
+    "train.overrides=[schedule.train_iters=2,schedule.global_batch_size=4,schedule.seq_length=256,schedule.eval_interval=2,"
     "checkpoint.save_interval=2,checkpoint.save_optimizer=false]",
     "genrm.overrides=[limit=2,sampling.num_samples=2,sampling.max_new_tokens=48,sampling.keep_truncated=true,"
     "scp.max_new_tokens=32,scp.apply_to=all,fap.margin=0.0,fap.min_yes_no_mass=0.0]",
-    "dpo.overrides=[train.train_iters=1,train.global_batch_size=2,train.seq_length=384,train.eval_interval=null,"
+    "dpo.overrides=[schedule.train_iters=1,schedule.global_batch_size=2,schedule.seq_length=384,schedule.eval_interval=null,"
     "data.validation_fraction=0.0,checkpoint.save_optimizer=false]",
     "eval.overrides=[limit=6,'tasks=[fpb_sentiment,arc_easy,instruction_following]']",
 ]

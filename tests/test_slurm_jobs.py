@@ -55,7 +55,7 @@ def log_text(run_dir: Path, pattern: str) -> str:
 def train_job(name: str, run_dir: Path) -> dict:
     return {"name": name, "stage": "train", "config": "configs/train/tiny_cpu.yaml",
             "resources": {"tasks_per_node": 2},
-            "overrides": [f"train.train_iters={TRAIN_ITERS}", "train.eval_interval=null", "checkpoint.save_interval=4",
+            "overrides": [f"schedule.train_iters={TRAIN_ITERS}", "schedule.eval_interval=null", "checkpoint.save_interval=4",
                           f"checkpoint.save={run_dir}/ckpt", "parallel.tensor_model_parallel_size=2",
                           "logging.progress_bar=false", "logging.tensorboard_dir=null"]}
 
@@ -259,7 +259,7 @@ def test_preempted_training_exits_75_to_the_caller_without_traceback(slurm_clust
     run_dir = tmp_path / "preempt"
     ckpt = run_dir / "ckpt"
     command = (f"{sys.executable} -m findap_nemo.cli train --config configs/train/tiny_cpu.yaml "
-               f"train.train_iters=2000 train.eval_interval=null checkpoint.save_interval=null "
+               f"schedule.train_iters=2000 schedule.eval_interval=null checkpoint.save_interval=null "
                f"checkpoint.save={ckpt} logging.progress_bar=false logging.tensorboard_dir=null")
     cfg = write_config(tmp_path / "preempt.yaml", run_dir, job={"name": "preempt", "command": command},
                        resume={"max_restarts": 0})

@@ -37,7 +37,7 @@ def _train_job(name: str, run_dir: Path, init: Path, *overrides: str, nodes: int
                **resources) -> dict:
     return {"name": name, "stage": "train", "config": "configs/train/tiny_cpu.yaml",
             "resources": {"nodes": nodes, "tasks_per_node": 1, **resources},
-            "overrides": [f"train.train_iters={ITERS}", "train.eval_interval=null", "logging.progress_bar=false",
+            "overrides": [f"schedule.train_iters={ITERS}", "schedule.eval_interval=null", "logging.progress_bar=false",
                           "logging.tensorboard_dir=null", f"checkpoint.save={run_dir}/ckpt",
                           f"checkpoint.pretrained={init}",
                           f"checkpoint.save_interval={save_interval if save_interval else 'null'}", *overrides]}

@@ -85,13 +85,13 @@ def test_sweep_renders_a_job_array(tmp_path):
     job = {"name": "abl", "stage": "train", "config": "configs/train/tiny_cpu.yaml",
            "overrides": ["checkpoint.save=${run_dir}/{sweep}"], "max_parallel": 2,
            "sweep": [{"name": "a", "overrides": ["optim.lr=1e-5"]}, {"name": "b", "overrides": ["optim.lr=2e-5"]},
-                     {"name": "c", "overrides": ["optim.lr=3e-5", "train.seed=7"]}]}
+                     {"name": "c", "overrides": ["optim.lr=3e-5", "schedule.seed=7"]}]}
     cfg = load(tmp_path, {"run_dir": "/r", "resources": {"gpus_per_node": 0, "tasks_per_node": 1}, "job": job})
     r = render_job(cfg, cfg.job, source="t")
     bash_syntax_ok(r.script, tmp_path)
     assert "#SBATCH --array=0-2%2" in r.script and r.array_size == 3
     assert "#SBATCH --output=/r/logs/%x-%A_%a.out" in r.script
-    assert "checkpoint.save=/r/c optim.lr=3e-5 train.seed=7) ;;" in r.script
+    assert "checkpoint.save=/r/c optim.lr=3e-5 schedule.seed=7) ;;" in r.script
     assert "  1) SWEEP=b; CMD=(" in r.script
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from helpers import REPO, cli, env, metrics
 
-CONFIG = ["--config", "configs/train/tiny_cpu.yaml", "logging.progress_bar=false", "train.eval_interval=null"]
+CONFIG = ["--config", "configs/train/tiny_cpu.yaml", "logging.progress_bar=false", "schedule.eval_interval=null"]
 
 
 def _start(*args: str) -> subprocess.Popen:
@@ -77,7 +77,7 @@ def _gone_within(pids: set[int], seconds: float) -> set[int]:
 @pytest.mark.parametrize("how", ["kill -9 process group", "SIGKILL launcher pid"])
 def test_ranks_die_with_their_launcher(tmp_path, how):
     save = tmp_path / "run"
-    proc = _start("train", "--nproc-per-node", "2", *CONFIG, "train.train_iters=2000", f"checkpoint.save={save}",
+    proc = _start("train", "--nproc-per-node", "2", *CONFIG, "schedule.train_iters=2000", f"checkpoint.save={save}",
                   "checkpoint.save_interval=null")
     _wait_rows(save / "metrics.jsonl", 2, proc)
     ranks = descendants(proc.pid)
@@ -101,7 +101,7 @@ def test_signal_to_launcher_checkpoints_and_exits_75(tmp_path, sig):
     from findap_nemo.runtime import EXIT_REQUEUE
 
     save = tmp_path / "run"
-    proc = _start("train", "--nproc-per-node", "2", *CONFIG, "train.train_iters=2000", f"checkpoint.save={save}",
+    proc = _start("train", "--nproc-per-node", "2", *CONFIG, "schedule.train_iters=2000", f"checkpoint.save={save}",
                   "checkpoint.save_interval=null")
     _wait_rows(save / "metrics.jsonl", 3, proc)
     ranks = descendants(proc.pid)
@@ -121,7 +121,7 @@ def test_signal_during_startup_still_checkpoints(tmp_path):
     from findap_nemo.runtime import EXIT_REQUEUE
 
     save = tmp_path / "run"
-    proc = _start("train", "--nproc-per-node", "2", *CONFIG, "train.train_iters=2000", f"checkpoint.save={save}")
+    proc = _start("train", "--nproc-per-node", "2", *CONFIG, "schedule.train_iters=2000", f"checkpoint.save={save}")
     deadline = time.time() + 60
     while len(descendants(proc.pid)) < 2 and time.time() < deadline:
         time.sleep(0.05)
@@ -137,7 +137,7 @@ def test_signal_during_startup_still_checkpoints(tmp_path):
 def test_failed_rank_stops_the_others_with_one_line(tmp_path):
     """One rank killed by the OOM killer (SIGKILL): the launcher stops the other rank and says which one died."""
     save = tmp_path / "run"
-    proc = _start("train", "--nproc-per-node", "2", *CONFIG, "train.train_iters=2000", f"checkpoint.save={save}",
+    proc = _start("train", "--nproc-per-node", "2", *CONFIG, "schedule.train_iters=2000", f"checkpoint.save={save}",
                   "checkpoint.save_interval=null")
     _wait_rows(save / "metrics.jsonl", 2, proc)
     ranks = sorted(descendants(proc.pid))
@@ -153,7 +153,7 @@ def test_failed_rank_stops_the_others_with_one_line(tmp_path):
 def test_metrics_and_tensorboard_after_kill_equal_uninterrupted(tmp_path):
     """kill -9 after rows past the last checkpoint were written; the resumed run drops them (and the TensorBoard
     events past the checkpoint), so both equal an uninterrupted run's."""
-    base = [*CONFIG, "train.train_iters=16", "checkpoint.save_interval=4"]
+    base = [*CONFIG, "schedule.train_iters=16", "checkpoint.save_interval=4"]
     save = tmp_path / "killed"
     proc = _start("train", *base, f"checkpoint.save={save}")
     _wait_rows(save / "metrics.jsonl", 6, proc)
@@ -184,8 +184,8 @@ def _pipeline(tmp_path: Path) -> list[str]:
     """`findap-nemo run` with only the megatron stages (base model, convert, a long 2-rank training)."""
     return ["run", "configs/demo_tiny.yaml", f"run_dir={tmp_path / 'run'}", "data.enabled=false", "genrm.enabled=false",
             "dpo.enabled=false", "eval.enabled=false",
-            "train.overrides=[data.mock=true,parallel.tensor_model_parallel_size=2,train.train_iters=2000,"
-            "train.eval_interval=null,checkpoint.save_interval=null,logging.progress_bar=false]"]
+            "train.overrides=[data.mock=true,parallel.tensor_model_parallel_size=2,schedule.train_iters=2000,"
+            "schedule.eval_interval=null,checkpoint.save_interval=null,logging.progress_bar=false]"]
 
 
 @pytest.mark.slow
@@ -242,7 +242,7 @@ def test_full_disk_during_checkpoint_save_is_one_line_and_keeps_the_last_checkpo
         pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): needs root and a sandbox that allows it")
     try:
         save = mnt / "ckpt"
-        proc = cli("train", *CONFIG, "train.train_iters=20", "checkpoint.save_interval=2", f"checkpoint.save={save}",
+        proc = cli("train", *CONFIG, "schedule.train_iters=20", "checkpoint.save_interval=2", f"checkpoint.save={save}",
                    check=False)
         err = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         assert proc.returncode == 1, proc.stderr[-3000:]

@@ -13,7 +13,7 @@ import torch
 from helpers import REPO, cli, env, metrics, torchrun
 
 CONFIG = ["--config", "configs/train/tiny_cpu.yaml"]
-COMMON = ["logging.progress_bar=false", "train.eval_interval=null", "checkpoint.save_interval=null"]
+COMMON = ["logging.progress_bar=false", "schedule.eval_interval=null", "checkpoint.save_interval=null"]
 ITERS = 6
 
 
@@ -29,7 +29,7 @@ def init_ckpt(tmp_path_factory):
 
 def _train(tmp_path, name, init, *overrides, nproc=None):
     save = tmp_path / name
-    args = [*CONFIG, *COMMON, f"train.train_iters={ITERS}", f"checkpoint.save={save}",
+    args = [*CONFIG, *COMMON, f"schedule.train_iters={ITERS}", f"checkpoint.save={save}",
             f"checkpoint.pretrained={init}", *overrides]
     if nproc:
         args = ["--nproc-per-node", str(nproc), *args]
@@ -83,7 +83,7 @@ def test_sdpa_attention_trains_like_unfused(case, init_ckpt, reference, tmp_path
 
 @pytest.mark.slow
 def test_loss_decreases(tmp_path):
-    cli("train", *CONFIG, "logging.progress_bar=false", "train.train_iters=40", "train.eval_interval=10",
+    cli("train", *CONFIG, "logging.progress_bar=false", "schedule.train_iters=40", "schedule.eval_interval=10",
         "checkpoint.save_interval=null", f"checkpoint.save={tmp_path}")
     rows = metrics(tmp_path / "metrics.jsonl")
     train = [r["lm_loss"] for r in rows]
@@ -96,9 +96,9 @@ def test_loss_decreases(tmp_path):
 
 @pytest.mark.slow
 def test_exit_and_resume_equals_uninterrupted(tmp_path):
-    base = [*CONFIG, *COMMON, "train.train_iters=8"]
+    base = [*CONFIG, *COMMON, "schedule.train_iters=8"]
     cli("train", *base, f"checkpoint.save={tmp_path / 'full'}")
-    cli("train", *base, "train.exit_interval=5", f"checkpoint.save={tmp_path / 'split'}")
+    cli("train", *base, "schedule.exit_interval=5", f"checkpoint.save={tmp_path / 'split'}")
     assert len(metrics(tmp_path / "split" / "metrics.jsonl")) == 5
     out = cli("train", *base, f"checkpoint.save={tmp_path / 'split'}")
     assert "resumed from" in out.stdout + out.stderr
@@ -115,7 +115,7 @@ def test_signal_checkpoints_and_exits_for_requeue(tmp_path):
     with the same losses as an uninterrupted one."""
     from findap_nemo.runtime import EXIT_REQUEUE
 
-    base = [*CONFIG, *COMMON, "train.train_iters=40"]
+    base = [*CONFIG, *COMMON, "schedule.train_iters=40"]
     save = tmp_path / "sig"
     proc = subprocess.Popen([sys.executable, "-m", "findap_nemo.cli", "train", *base, f"checkpoint.save={save}"],
                             cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -188,9 +188,9 @@ def test_reshard_tp2_to_pp2_loads_identical_weights(tmp_path):
 def test_resume_in_another_layout(init_ckpt, reference, tmp_path):
     """Weights AND optimizer state reshard: stop a DP2 run half way, finish it as TP2; the curve stays on TP1's."""
     save = tmp_path / "run"
-    base = [*CONFIG, *COMMON, f"train.train_iters={ITERS}", f"checkpoint.save={save}",
+    base = [*CONFIG, *COMMON, f"schedule.train_iters={ITERS}", f"checkpoint.save={save}",
             f"checkpoint.pretrained={init_ckpt}"]
-    cli("train", "--nproc-per-node", "2", *base, f"train.exit_interval={ITERS // 2}")
+    cli("train", "--nproc-per-node", "2", *base, f"schedule.exit_interval={ITERS // 2}")
     cli("train", "--nproc-per-node", "2", *base, "parallel.tensor_model_parallel_size=2")
     losses = [m["lm_loss"] for m in metrics(save / "metrics.jsonl")]
     assert losses == pytest.approx(reference, rel=2e-5, abs=2e-5)
@@ -201,10 +201,10 @@ def test_dp_reshardable_optimizer_resumes_at_its_layout_only(init_ckpt, referenc
     """The faster optimizer format (no gather on save) resumes a DP2 run on TP1's curve, and a resume at another
     TP/PP is refused up front with the ways out, not with a shape error deep in megatron."""
     save = tmp_path / "run"
-    base = [*CONFIG, *COMMON, f"train.train_iters={ITERS}", f"checkpoint.save={save}",
+    base = [*CONFIG, *COMMON, f"schedule.train_iters={ITERS}", f"checkpoint.save={save}",
             f"checkpoint.pretrained={init_ckpt}", "parallel.use_distributed_optimizer=true",
             "checkpoint.optimizer_sharding=dp_reshardable"]
-    cli("train", "--nproc-per-node", "2", *base, f"train.exit_interval={ITERS // 2}")
+    cli("train", "--nproc-per-node", "2", *base, f"schedule.exit_interval={ITERS // 2}")
     refused = cli("train", "--nproc-per-node", "2", *base, "parallel.tensor_model_parallel_size=2", check=False)
     assert refused.returncode != 0
     assert "saved dp_reshardable at PP1 x TP1 and resumes only at that layout" in refused.stderr, refused.stderr[-3000:]
@@ -220,8 +220,8 @@ def test_weights_only_checkpoint_resumes_with_fresh_adam(tmp_path):
     """checkpoint.save_optimizer=false (Megatron-LM's --no-save-optim): a resume takes weights, iteration and
     schedule, says that Adam restarts, and finishes the run."""
     save = tmp_path / "run"
-    base = [*CONFIG, *COMMON, "train.train_iters=4", f"checkpoint.save={save}", "checkpoint.save_optimizer=false"]
-    cli("train", *base, "train.exit_interval=2")
+    base = [*CONFIG, *COMMON, "schedule.train_iters=4", f"checkpoint.save={save}", "checkpoint.save_optimizer=false"]
+    cli("train", *base, "schedule.exit_interval=2")
     out = cli("train", *base)
     assert "resumed from" in out.stdout + out.stderr and "Adam's moments start from zero" in out.stdout + out.stderr
     rows = metrics(save / "metrics.jsonl")
@@ -256,7 +256,7 @@ def test_sigterm_to_every_process_still_checkpoints(tmp_path):
 
     save = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "findap_nemo.cli", "train", *CONFIG, *COMMON[:2],
-                             "train.train_iters=200", "checkpoint.save_interval=2", f"checkpoint.save={save}"],
+                             "schedule.train_iters=200", "checkpoint.save_interval=2", f"checkpoint.save={save}"],
                             cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     deadline = time.time() + 120

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import ClassVar, Optional
 
 from findap_nemo.config.loader import Problems
 
@@ -204,21 +204,21 @@ def validate_megatron(model: ModelConfig, parallel: ParallelConfig, precision: P
     if parallel.sequence_parallel:
         p.check(tp > 1, "parallel.sequence_parallel", True, "sequence parallelism needs tensor_model_parallel_size > 1")
     if sched is not None:
-        p.check(sched.micro_batch_size >= 1, "train.micro_batch_size", sched.micro_batch_size, "must be >= 1")
+        p.check(sched.micro_batch_size >= 1, "schedule.micro_batch_size", sched.micro_batch_size, "must be >= 1")
         mbdp = sched.micro_batch_size * dp
-        p.check(sched.global_batch_size % max(mbdp, 1) == 0, "train.global_batch_size", sched.global_batch_size,
+        p.check(sched.global_batch_size % max(mbdp, 1) == 0, "schedule.global_batch_size", sched.global_batch_size,
                 f"must be divisible by micro_batch_size x data-parallel size = {sched.micro_batch_size} x {dp} = {mbdp}")
         if parallel.sequence_parallel:
-            p.check(sched.seq_length % tp == 0, "train.seq_length", sched.seq_length,
+            p.check(sched.seq_length % tp == 0, "schedule.seq_length", sched.seq_length,
                     f"with sequence_parallel the sequence length must be divisible by TP={tp}")
         if cp > 1:
-            p.check(sched.seq_length % (2 * cp) == 0, "train.seq_length", sched.seq_length,
+            p.check(sched.seq_length % (2 * cp) == 0, "schedule.seq_length", sched.seq_length,
                     f"with context parallelism it must be divisible by 2 x CP = {2 * cp}")
-        p.check(sched.seq_length <= model.max_position_embeddings, "train.seq_length", sched.seq_length,
+        p.check(sched.seq_length <= model.max_position_embeddings, "schedule.seq_length", sched.seq_length,
                 f"exceeds model.max_position_embeddings={model.max_position_embeddings}")
         if vpp is not None:
             num_mb = sched.global_batch_size // max(mbdp, 1)
-            p.check(num_mb % pp == 0, "train.global_batch_size", sched.global_batch_size,
+            p.check(num_mb % pp == 0, "schedule.global_batch_size", sched.global_batch_size,
                     f"the interleaved schedule needs the number of micro-batches ({num_mb}) divisible by PP={pp}")
     if precision.fp8:
         p.check(precision.fp8 in ("hybrid", "e4m3"), "precision.fp8", precision.fp8, "use hybrid or e4m3 (or null)")
@@ -275,7 +275,7 @@ def validate_training(model: ModelConfig, parallel: ParallelConfig, precision: P
         p.check(checkpoint.optimizer_sharding in OPTIMIZER_SHARDINGS, "checkpoint.optimizer_sharding",
                 checkpoint.optimizer_sharding, f"use one of {list(OPTIMIZER_SHARDINGS)} (fully_reshardable resumes "
                 "at any layout, dp_reshardable saves faster and resumes at the same TP/PP)")
-    p.check(sched.train_iters >= 1, "train.train_iters", sched.train_iters, "must be >= 1")
+    p.check(sched.train_iters >= 1, "schedule.train_iters", sched.train_iters, "must be >= 1")
     p.check(optim.lr > 0, "optim.lr", optim.lr, "must be > 0")
     p.check(optim.lr <= 0 or 0 <= optim.min_lr <= optim.lr, "optim.min_lr", optim.min_lr,
             f"must be in [0, optim.lr={optim.lr}]: the schedule decays from lr to min_lr; lower optim.min_lr too")
@@ -290,16 +290,18 @@ class MegatronJobConfig:
     optimizer, schedule, checkpoints and logging, checked together by :func:`validate_training`. A job adds its
     own ``data`` section (and its objective's)."""
 
+    RENAMED: ClassVar[dict] = {"train": "schedule (batch sizes, sequence length, iterations, seed, eval cadence)"}
+
     model: ModelConfig = field(default_factory=ModelConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    train: ScheduleConfig = field(default_factory=ScheduleConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)  # batch sizes, sequence length, iterations
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def validate_sections(self, world_size: int | None = None) -> Problems:
-        return validate_training(self.model, self.parallel, self.precision, self.optim, self.train, world_size,
+        return validate_training(self.model, self.parallel, self.precision, self.optim, self.schedule, world_size,
                                  self.checkpoint)
 
 

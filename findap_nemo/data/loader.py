@@ -97,8 +97,8 @@ def build_datasets(manifest_path: str, *, seq_length: int, num_samples: dict[str
     m = json.loads(manifest_path.read_text())
     root = manifest_path.parent
     if seq_length > m["seq_length"]:
-        raise ValueError(f"train.seq_length={seq_length} exceeds the packs of {manifest_path} "
-                         f"(built for seq_length={m['seq_length']}); rebuild the data or lower train.seq_length")
+        raise ValueError(f"schedule.seq_length={seq_length} exceeds the packs of {manifest_path} "
+                         f"(built for seq_length={m['seq_length']}); rebuild the data or lower schedule.seq_length")
 
     def split_blend(split: str):
         b = m["blend"].get(split)

@@ -7,7 +7,7 @@
 The policy starts from ``checkpoint.pretrained`` (a training or converted checkpoint, any TP/PP); the reference is
 the same weights, frozen. With ``dpo.precompute_reference_logps=true`` (default) its log-probs are computed once and
 stored under ``<checkpoint.save>/reference_logps``. Per-step metrics: loss, rewards_chosen/rejected, reward_margin,
-reward_accuracy (and valid/... on the held-out split every ``train.eval_interval`` steps). Resumes from the newest
+reward_accuracy (and valid/... on the held-out split every ``schedule.eval_interval`` steps). Resumes from the newest
 checkpoint in ``checkpoint.save``; SIGUSR1/SIGTERM checkpoint and exit 75 for a SLURM requeue.
 """
 
@@ -32,7 +32,7 @@ def build_datasets(cfg, tokenizer):
     from findap_nemo.parallel import is_rank0, print_rank0
 
     d = cfg.data
-    kw = dict(seq_length=cfg.train.seq_length, default_chosen_reward=d.default_chosen_reward,
+    kw = dict(seq_length=cfg.schedule.seq_length, default_chosen_reward=d.default_chosen_reward,
               default_rejected_reward=d.default_rejected_reward, progress=is_rank0() and cfg.logging.progress_bar)
     train, report = load_pairs(d.train_file, tokenizer, **kw)
     print_rank0(f"[dpo] {report.summary()}")
@@ -42,11 +42,11 @@ def build_datasets(cfg, tokenizer):
         print_rank0(f"[dpo] {vreport.summary()}")
         sources["valid"] = d.validation_file
     else:
-        train, valid = split_holdout(train, d.validation_fraction, cfg.train.seed)
+        train, valid = split_holdout(train, d.validation_fraction, cfg.schedule.seed)
         sources["valid"] = d.train_file
     if not train:
         raise ConfigError(f"data.train_file={d.train_file!r}: no usable pairs ({report.summary()}); raise "
-                          f"train.seq_length or shorten the prompts")
+                          f"schedule.seq_length or shorten the prompts")
     print_rank0(f"[dpo] {len(train)} training pairs, {len(valid)} held-out pairs")
     return {"train": PairDataset(train, "train"), "valid": PairDataset(valid, "valid") if valid else None}, sources
 
@@ -78,7 +78,7 @@ def run(args) -> int:
         tokenizer = load_tokenizer(cfg.model.tokenizer)
         check_tokenizer(cfg, tokenizer)
         datasets, sources = build_datasets(cfg, tokenizer)
-        collate = PairCollator(pad_token_id(tokenizer), cfg.train.seq_length,
+        collate = PairCollator(pad_token_id(tokenizer), cfg.schedule.seq_length,
                                fixed_length=cfg.parallel.pipeline_model_parallel_size > 1,
                                pad_to_multiple_of=cfg.data.pad_to_multiple_of,
                                tensor_parallel=cfg.parallel.tensor_model_parallel_size)

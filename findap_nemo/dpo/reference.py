@@ -45,7 +45,7 @@ def fingerprint(cfg, data_file: str, data_sha: str) -> dict:
     return {"version": SIDECAR_VERSION, "data_file": os.path.abspath(data_file), "data_sha256": data_sha,
             "checkpoint": os.path.abspath(str(ckpt)), "weights": digest(weights_identity(ckpt)),
             "tokenizer_sha256": tokenizer_identity(cfg.model.tokenizer),
-            "seq_length": cfg.train.seq_length, "vocab_size": cfg.model.vocab_size}
+            "seq_length": cfg.schedule.seq_length, "vocab_size": cfg.model.vocab_size}
 
 
 def sidecar_path(cfg, data_file: str) -> Path:
@@ -178,8 +178,8 @@ def precompute(cfg, datasets: dict, sources: dict[str, str], collate) -> dict[st
             values = {}
             for s in splits:
                 values.update(compute_logps(reference, datasets[s], collate,
-                                            micro_batch_size=cfg.train.micro_batch_size,
-                                            seq_length=cfg.train.seq_length,
+                                            micro_batch_size=cfg.schedule.micro_batch_size,
+                                            seq_length=cfg.schedule.seq_length,
                                             progress=cfg.logging.progress_bar,
                                             vocab_size=cfg.model.vocab_size))
             if is_rank0():

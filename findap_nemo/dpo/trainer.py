@@ -19,7 +19,7 @@ from findap_nemo.train.trainer import Trainer
 class DPOTrainer(Trainer):
     def __init__(self, cfg, forward_step, datasets, *, collate_fn, reference=None, **kwargs):
         super().__init__(cfg, forward_step, datasets, collate_fn=collate_fn, name="dpo",
-                         tokens_per_sample=2 * cfg.train.seq_length, **kwargs)
+                         tokens_per_sample=2 * cfg.schedule.seq_length, **kwargs)
         self.reference = reference
 
     def train_step(self) -> dict[str, float]:
@@ -32,14 +32,14 @@ class DPOTrainer(Trainer):
         out = super()._throughput(seconds)
         if getattr(self, "_tokens_per_pair", None):
             out["padded_tokens_per_s"] = out["tokens_per_s"]
-            out["tokens_per_s"] = self._tokens_per_pair * self.cfg.train.global_batch_size / max(seconds, 1e-9)
+            out["tokens_per_s"] = self._tokens_per_pair * self.cfg.schedule.global_batch_size / max(seconds, 1e-9)
         return out
 
     def _fbf(self, forward_step, model, make_iter: Callable[[], Iterator[dict]], forward_only: bool) -> list:
         """One schedule over this step's micro-batches; each virtual-pipeline chunk reads its own iterator."""
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
-        seq = self.cfg.train.seq_length
+        seq = self.cfg.schedule.seq_length
         it = [make_iter() for _ in model] if len(model) > 1 else make_iter()
         return get_forward_backward_func()(
             forward_step_func=forward_step, data_iterator=it, model=model, num_microbatches=self.num_microbatches,
@@ -63,7 +63,7 @@ class DPOTrainer(Trainer):
             return _attach(it, refs) if refs is not None else it
 
         outputs = self._fbf(self.forward_step, self.model, batches, forward_only)
-        self.consumed[split] = start + self.cfg.train.global_batch_size
+        self.consumed[split] = start + self.cfg.schedule.global_batch_size
         return self._reduce_metrics(outputs)
 
 

@@ -1,7 +1,7 @@
 """`findap-nemo run`: the whole FinDAP pipeline in one command.
 
     findap-nemo run configs/demo.yaml                       # tiny model + shipped sample data, on CPU
-    findap-nemo run configs/demo.yaml train.overrides='[train.train_iters=10]' --force-stage train
+    findap-nemo run configs/demo.yaml train.overrides='[schedule.train_iters=10]' --force-stage train
     findap-nemo run configs/demo.yaml --force               # redo every stage
 
 Stages, each a `findap-nemo <stage>` subprocess writing into <run_dir>/<stage>/:

@@ -55,7 +55,7 @@ class PipelineConfig:
     data: StageSpec = field(default_factory=StageSpec)
     train: StageSpec = field(default_factory=StageSpec)
     # sequential recipe only: the CPT run; its config, overrides and nproc_per_node default to train's (overrides
-    # given here are added after train's, e.g. [train.train_iters=50])
+    # given here are added after train's, e.g. [schedule.train_iters=50])
     train_cpt: StageSpec = field(default_factory=StageSpec)
     convert: StageSpec = field(default_factory=StageSpec)
     genrm: StageSpec = field(default_factory=StageSpec)

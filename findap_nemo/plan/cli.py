@@ -1,7 +1,7 @@
 """`findap-nemo plan`: rank TP/PP/VPP/CP/DP layouts by estimated per-GPU memory and step time on a cluster.
 
     findap-nemo plan --config configs/train/llama3-70b-cpt-it-8node.yaml cluster.nodes=8
-    findap-nemo plan model.preset=llama3-8b train.seq_length=8192 train.global_batch_size=128 cluster.nodes=2
+    findap-nemo plan model.preset=llama3-8b schedule.seq_length=8192 schedule.global_batch_size=128 cluster.nodes=2
     findap-nemo plan --config configs/dpo/llama3-8b-dpo-1node.yaml --json > plan.json
     findap-nemo plan --config configs/train/tiny_cpu.yaml --measure --nproc-per-node 2 parallel.tensor_model_parallel_size=2
 
@@ -21,9 +21,9 @@ from collections import Counter
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="a train/dpo YAML (its model/parallel/precision/train sections are used) or a "
+    p.add_argument("--config", help="a train/dpo YAML (its model/parallel/precision/schedule sections are used) or a "
                                     "plan YAML with model/train/cluster/search sections")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. cluster.nodes=2 train.seq_length=8192 "
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. cluster.nodes=2 schedule.seq_length=8192 "
                                                 "model.preset=llama3-70b search.recompute=[null,full]")
     p.add_argument("--json", action="store_true", help="print every candidate as JSON instead of tables")
     p.add_argument("--all", action="store_true", help="show every fitting layout, not only search.top")
@@ -45,7 +45,7 @@ def load_plan_config(path: str | None, overrides: list[str]):
     base = None
     if path:
         data = read_yaml(path)
-        keep = {"model", "parallel", "precision", "train", "cluster", "search", "dtype", "calibration",
+        keep = {"model", "parallel", "precision", "schedule", "cluster", "search", "dtype", "calibration",
                 "sequences_per_sample"}
         base = {k: v for k, v in data.items() if k in keep}
         if "dpo" in data:  # a DPO config: samples are (chosen, rejected) pairs, and DPO has no context parallelism
@@ -67,14 +67,14 @@ def configured_layout(cfg):
     sps = cfg.sequences_per_sample
     return Layout(tp=par.tensor_model_parallel_size, pp=par.pipeline_model_parallel_size,
                   vpp=par.virtual_pipeline_model_parallel_size, cp=par.context_parallel_size, dp=max(dp, 1),
-                  sp=par.sequence_parallel, micro_batch_size=cfg.train.micro_batch_size * sps,
+                  sp=par.sequence_parallel, micro_batch_size=cfg.schedule.micro_batch_size * sps,
                   recompute=cfg.model.recompute_granularity, recompute_num_layers=cfg.model.recompute_num_layers or 1,
                   distributed_optimizer=par.use_distributed_optimizer, sequences_per_sample=sps), dp >= 1
 
 
 def shape_kwargs(cfg) -> dict:
     """Sequence-level arguments of the estimators (a DPO global batch of N pairs is 2N sequences)."""
-    return dict(seq_length=cfg.train.seq_length, global_batch_size=cfg.train.global_batch_size * cfg.sequences_per_sample,
+    return dict(seq_length=cfg.schedule.seq_length, global_batch_size=cfg.schedule.global_batch_size * cfg.sequences_per_sample,
                 dtype=cfg.param_dtype, fp8=bool(cfg.precision.fp8), cal=cfg.calibration)
 
 
@@ -130,8 +130,8 @@ def run(args) -> int:
     rejected = [c for c in cands if not c.fits]
 
     if args.json:
-        out = {"model": cfg.model.preset, "seq_length": cfg.train.seq_length,
-               "global_batch_size": cfg.train.global_batch_size, "sequences_per_sample": cfg.sequences_per_sample,
+        out = {"model": cfg.model.preset, "seq_length": cfg.schedule.seq_length,
+               "global_batch_size": cfg.schedule.global_batch_size, "sequences_per_sample": cfg.sequences_per_sample,
                "dtype": cfg.param_dtype,
                "fp8": cfg.precision.fp8, "cluster": dataclasses.asdict(cfg.cluster),
                "configured": own.to_dict() if own else None,
@@ -143,7 +143,7 @@ def run(args) -> int:
     con = Console(width=200)
     c = cfg.cluster
     con.print(f"[bold]{cfg.model.preset or 'model'}[/]: {cfg.model.num_layers} layers, hidden {cfg.model.hidden_size}; "
-              f"seq {cfg.train.seq_length}, global batch {cfg.train.global_batch_size}"
+              f"seq {cfg.schedule.seq_length}, global batch {cfg.schedule.global_batch_size}"
               f"{' pairs (DPO: 2 sequences each)' if cfg.sequences_per_sample == 2 else ''}, "
               f"{cfg.param_dtype}{' + FP8 ' + cfg.precision.fp8 if cfg.precision.fp8 else ''}; "
               f"{c.nodes} node(s) x {c.gpus_per_node} GPUs x {c.gpu_memory_gib:g} GiB "
@@ -166,7 +166,7 @@ def run(args) -> int:
     if fitting:
         con.print("[bold]Best layout[/] as overrides: " + " ".join(fitting[0].layout.overrides()))
     else:
-        con.print("[bold red]No layout fits[/]: add nodes, shorten train.seq_length, or allow recompute "
+        con.print("[bold red]No layout fits[/]: add nodes, shorten schedule.seq_length, or allow recompute "
                   "(search.recompute) / larger parallel sizes.")
     return exit_code(fitting, own)
 
@@ -207,26 +207,26 @@ def measure_and_compare(cfg) -> int:
                           f"--nproc-per-node with a multiple of it")
     dtype = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[params_dtype(cfg.precision)]
     impl = "te" if use_te(cfg.model) else "local"
-    init_distributed(par, cfg.train.seed)
+    init_distributed(par, cfg.schedule.seed)
     try:
-        m = measure_training_memory(cfg.model, par, cfg.precision, seq_length=cfg.train.seq_length,
-                                    micro_batch_size=cfg.train.micro_batch_size)
+        m = measure_training_memory(cfg.model, par, cfg.precision, seq_length=cfg.schedule.seq_length,
+                                    micro_batch_size=cfg.schedule.micro_batch_size)
         rank0 = is_rank0()
     finally:
         destroy_distributed()
     layout = Layout(tp=par.tensor_model_parallel_size, cp=par.context_parallel_size, dp=world // denom,
-                    sp=par.sequence_parallel, micro_batch_size=cfg.train.micro_batch_size,
+                    sp=par.sequence_parallel, micro_batch_size=cfg.schedule.micro_batch_size,
                     recompute=cfg.model.recompute_granularity,
                     recompute_num_layers=cfg.model.recompute_num_layers or 1,
                     distributed_optimizer=par.use_distributed_optimizer)
-    est = estimate_memory(cfg.model, layout, seq_length=cfg.train.seq_length, num_microbatches=1, dtype=dtype,
+    est = estimate_memory(cfg.model, layout, seq_length=cfg.schedule.seq_length, num_microbatches=1, dtype=dtype,
                           impl=impl, fp8=bool(cfg.precision.fp8))
     if rank0:
         from rich.console import Console
         from rich.table import Table
 
         t = Table(title=f"Measured vs estimated memory per rank: {layout.describe()}, {dtype}, {impl} layers, "
-                        f"seq {cfg.train.seq_length}")
+                        f"seq {cfg.schedule.seq_length}")
         for col in ("part", "estimate MiB", "measured MiB", "difference"):
             t.add_column(col, justify="left" if col == "part" else "right")
         rows = [(k, getattr(est, k), getattr(m, k)) for k in ("weights", "grads", "optimizer", "activations")]

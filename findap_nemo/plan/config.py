@@ -1,6 +1,6 @@
 """`findap-nemo plan` config: the model, the training shape, the cluster and the layouts to search.
 
-A training or DPO config can be given directly: its model/parallel/precision/train sections are read and the rest is
+A training or DPO config can be given directly: its model/parallel/precision/schedule sections are read and the rest is
 ignored, so `findap-nemo plan --config configs/train/llama3-70b-cpt-it-8node.yaml cluster.nodes=8` checks a shipped
 layout and ranks the alternatives.
 """
@@ -8,7 +8,7 @@ layout and ranks the alternatives.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import ClassVar, Optional
 
 from findap_nemo.config.loader import Problems
 from findap_nemo.config.schema import ModelConfig, ParallelConfig, PrecisionConfig, ScheduleConfig
@@ -36,16 +36,18 @@ class SearchConfig:
 
 @dataclass
 class PlanJobConfig:
+    RENAMED: ClassVar[dict] = {"train": "schedule (batch sizes, sequence length)"}
+
     model: ModelConfig = field(default_factory=ModelConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)  # the layout of the given config, if any
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
-    train: ScheduleConfig = field(default_factory=ScheduleConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     # time-model constants; refit them from a measured step (see docs/planner.md) for another cluster or stack
     calibration: Calibration = field(default_factory=Calibration)
     dtype: Optional[str] = None  # parameter dtype; default from precision.params_dtype (auto -> bf16)
-    # sequences per training sample: 2 for DPO (chosen + rejected; train.micro_batch_size/global_batch_size count
+    # sequences per training sample: 2 for DPO (chosen + rejected; schedule.micro_batch_size/global_batch_size count
     # pairs there). Set automatically when the given config has a `dpo` section.
     sequences_per_sample: int = 1
 
@@ -65,9 +67,9 @@ class PlanJobConfig:
         p.check(s.impl in ("te", "local"), "search.impl", s.impl, "use te (GPU) or local (CPU layers)")
         p.check(self.sequences_per_sample in (1, 2), "sequences_per_sample", self.sequences_per_sample,
                 "1 (language modelling) or 2 (DPO pairs)")
-        p.check(self.train.global_batch_size >= 1, "train.global_batch_size", self.train.global_batch_size,
+        p.check(self.schedule.global_batch_size >= 1, "schedule.global_batch_size", self.schedule.global_batch_size,
                 "must be >= 1")
-        p.check(self.train.seq_length >= 1, "train.seq_length", self.train.seq_length, "must be >= 1")
+        p.check(self.schedule.seq_length >= 1, "schedule.seq_length", self.schedule.seq_length, "must be >= 1")
         for key in ("tensor_model_parallel_sizes", "pipeline_model_parallel_sizes", "context_parallel_sizes",
                     "micro_batch_sizes"):
             vals = getattr(s, key)

@@ -44,7 +44,7 @@ class Layout:
                f"parallel.virtual_pipeline_model_parallel_size={self.vpp if self.vpp else 'null'}",
                f"parallel.context_parallel_size={self.cp}", f"parallel.sequence_parallel={str(self.sp).lower()}",
                f"parallel.use_distributed_optimizer={str(self.distributed_optimizer).lower()}",
-               f"train.micro_batch_size={self.micro_batch_size // self.sequences_per_sample}",
+               f"schedule.micro_batch_size={self.micro_batch_size // self.sequences_per_sample}",
                f"model.recompute_granularity={self.recompute or 'null'}"]
         if self.recompute == "full":
             out += ["model.recompute_method=uniform", f"model.recompute_num_layers={self.recompute_num_layers}"]

@@ -373,13 +373,13 @@ def check_layout(p: Problems, key: str, job: JobSpec, res: ResourcesConfig) -> N
         p.add(f"{key}.resources", f"{res.nodes} node(s) x {res.ntasks_per_node} task(s) = {world} ranks",
               f"{job.config} needs a multiple of TP x PP x CP = {tp}x{pp}x{cp} = {model_par} ranks")
         return
-    train = conf.get("train") or {}
+    schedule = conf.get("schedule") or {}
     try:
-        mbs, gbs = int(train.get("micro_batch_size") or 1), train.get("global_batch_size")
+        mbs, gbs = int(schedule.get("micro_batch_size") or 1), schedule.get("global_batch_size")
     except (TypeError, ValueError):
         return
     dp = world // model_par
     if gbs is not None and int(gbs) % (mbs * dp):
         p.add(f"{key}.resources", f"{world} ranks (data-parallel {dp})",
-              f"train.global_batch_size={gbs} of {job.config} must be divisible by micro_batch_size x DP = "
+              f"schedule.global_batch_size={gbs} of {job.config} must be divisible by micro_batch_size x DP = "
               f"{mbs} x {dp}; change nodes or the batch sizes (job overrides)")

@@ -17,7 +17,7 @@ from findap_nemo.launch import add_launch_arguments
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="training YAML (see configs/train/)")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.train_iters=100 optim.lr=1e-5")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. schedule.train_iters=100 optim.lr=1e-5")
     p.add_argument("--print-config", action="store_true",
                    help="print the fully resolved config (defaults + preset + file + overrides) and exit")
     add_launch_arguments(p)
@@ -27,7 +27,7 @@ def build_datasets(cfg, *, seed: int):
     """Train/valid datasets from the data stage's manifest, or synthetic ones (data.mock)."""
     from findap_nemo.train.gpt_step import MockGPTDataset
 
-    t = cfg.train
+    t = cfg.schedule
     n_train = t.train_iters * t.global_batch_size
     n_valid = max(t.eval_iters, 1) * t.global_batch_size
     if cfg.data.mock:
@@ -68,7 +68,7 @@ def run(args) -> int:
         from findap_nemo.train.trainer import Trainer
 
         return Trainer(cfg, make_gpt_forward_step(cfg.data.reset_attention_mask),
-                       build_datasets(cfg, seed=cfg.train.seed))
+                       build_datasets(cfg, seed=cfg.schedule.seed))
 
     return run_job(cfg, args, build)
 

@@ -33,7 +33,7 @@ def run_job(cfg, args, build_trainer: Callable[[], object]) -> int:
     from findap_nemo.parallel import destroy_distributed, init_distributed, is_rank0
     from findap_nemo.train.trainer import Interrupted
 
-    init_distributed(cfg.parallel, cfg.train.seed)
+    init_distributed(cfg.parallel, cfg.schedule.seed)
     try:
         if cfg.checkpoint.save and is_rank0():
             save_config(cfg, f"{cfg.checkpoint.save}/config.yaml")

@@ -140,7 +140,7 @@ class Trainer:
         self.forward_step = forward_step
         self.datasets = datasets
         self.collate_fn = collate_fn
-        self.tokens_per_sample = tokens_per_sample or cfg.train.seq_length
+        self.tokens_per_sample = tokens_per_sample or cfg.schedule.seq_length
         self.model = build_model(cfg.model, cfg.parallel, cfg.precision)
         dtype = params_dtype(cfg.precision)
         o = cfg.optim
@@ -151,7 +151,7 @@ class Trainer:
                             params_dtype=dtype, use_distributed_optimizer=cfg.parallel.use_distributed_optimizer),
             self.model)
         use_fused_adam(self.optimizer)
-        iters = cfg.train.train_iters
+        iters = cfg.schedule.train_iters
         warmup = int(round(o.lr_warmup_fraction * iters)) if o.lr_warmup_fraction is not None else o.lr_warmup_iters
         decay = o.lr_decay_iters or iters
         self.scheduler = OptimizerParamScheduler(
@@ -162,8 +162,8 @@ class Trainer:
 
         self.dp_rank = ps.get_data_parallel_rank()
         self.dp_size = ps.get_data_parallel_world_size()
-        self.mbs = cfg.train.micro_batch_size
-        self.num_microbatches = cfg.train.global_batch_size // (self.mbs * self.dp_size)
+        self.mbs = cfg.schedule.micro_batch_size
+        self.num_microbatches = cfg.schedule.global_batch_size // (self.mbs * self.dp_size)
         self.iteration = 0
         self.consumed = {"train": 0, "valid": 0}
         self.history: list[dict] = []
@@ -232,9 +232,9 @@ class Trainer:
         data_iter = its if len(its) > 1 else its[0]
         fbf = get_forward_backward_func()
         outputs = fbf(forward_step_func=self.forward_step, data_iterator=data_iter, model=self.model,
-                      num_microbatches=nmb, seq_length=self.cfg.train.seq_length, micro_batch_size=self.mbs,
-                      decoder_seq_length=self.cfg.train.seq_length, forward_only=forward_only)
-        self.consumed[split] = start + self.cfg.train.global_batch_size
+                      num_microbatches=nmb, seq_length=self.cfg.schedule.seq_length, micro_batch_size=self.mbs,
+                      decoder_seq_length=self.cfg.schedule.seq_length, forward_only=forward_only)
+        self.consumed[split] = start + self.cfg.schedule.global_batch_size
         return self._reduce_metrics(outputs)
 
     def _reduce_metrics(self, outputs: list[dict]) -> dict[str, float]:
@@ -282,7 +282,7 @@ class Trainer:
         totals: dict[str, list[float]] = {}
         saved = self.consumed["valid"]
         self.consumed["valid"] = 0  # the same held-out batches every evaluation, comparable over time
-        for _ in range(self.cfg.train.eval_iters):
+        for _ in range(self.cfg.schedule.eval_iters):
             for k, v in self._run_schedule("valid", forward_only=True).items():
                 totals.setdefault(k, []).append(v)
         self.consumed["valid"] = saved
@@ -329,11 +329,11 @@ class Trainer:
     def _throughput(self, seconds: float) -> dict[str, float]:
         from findap_nemo.train.flops import H100_PEAK_TFLOPS, flops_per_token
 
-        tokens = self.cfg.train.global_batch_size * self.tokens_per_sample
+        tokens = self.cfg.schedule.global_batch_size * self.tokens_per_sample
         out = {"step_time_s": seconds, "tokens_per_s": tokens / max(seconds, 1e-9)}
         if has_cuda():
             world = torch.distributed.get_world_size()
-            tflops = flops_per_token(self.cfg.model, self.cfg.train.seq_length) * tokens / seconds / 1e12 / world
+            tflops = flops_per_token(self.cfg.model, self.cfg.schedule.seq_length) * tokens / seconds / 1e12 / world
             peak = H100_PEAK_TFLOPS["fp8" if self.cfg.precision.fp8 else "bf16"]
             out.update(tflops_per_gpu=tflops, mfu=tflops / peak,
                        peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30)
@@ -358,7 +358,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> list[dict]:
-        """Train to ``train.train_iters`` (or ``exit_interval``); returns the per-iteration metrics history."""
+        """Train to ``schedule.train_iters`` (or ``exit_interval``); returns the per-iteration metrics history."""
         cfg = self.cfg
         self.resume_or_init()
         if is_rank0():
@@ -366,7 +366,7 @@ class Trainer:
         for chunk in self.model:
             chunk.train()
         flag = _SignalFlag(cfg.checkpoint.save_on_signal)
-        stop_at = min(cfg.train.train_iters, cfg.train.exit_interval or cfg.train.train_iters)
+        stop_at = min(cfg.schedule.train_iters, cfg.schedule.exit_interval or cfg.schedule.train_iters)
         bar = None
         if is_rank0() and cfg.logging.progress_bar and self.iteration < stop_at:
             from tqdm.auto import tqdm
@@ -379,7 +379,7 @@ class Trainer:
                 self.iteration += 1
                 metrics.update(self._throughput(time.time() - t0))
                 metrics["consumed_samples"] = self.consumed["train"]
-                if cfg.train.eval_interval and self.iteration % cfg.train.eval_interval == 0:
+                if cfg.schedule.eval_interval and self.iteration % cfg.schedule.eval_interval == 0:
                     metrics.update(self.evaluate())
                 self.history.append({"iteration": self.iteration, **metrics})
                 self._log(metrics)
@@ -387,7 +387,7 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{metrics.get('lm_loss', metrics.get('loss', float('nan'))):.4f}",
                                     tok_s=f"{metrics['tokens_per_s']:.0f}")
-                if bar is None and is_rank0() and self.iteration % cfg.train.log_interval == 0:
+                if bar is None and is_rank0() and self.iteration % cfg.schedule.log_interval == 0:
                     shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
                     print(f"[{self.name}] iter {self.iteration}/{stop_at} {shown}", flush=True)
                 interrupted = flag.any_rank() if cfg.checkpoint.save_on_signal else False

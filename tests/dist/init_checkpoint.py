@@ -15,7 +15,7 @@ from findap_nemo.train.checkpointing import save_checkpoint
 if __name__ == "__main__":
     out, overrides = sys.argv[1], sys.argv[2:]
     cfg = load_config(TrainJobConfig, "configs/train/tiny_cpu.yaml", overrides)
-    init_distributed(cfg.parallel, cfg.train.seed)
+    init_distributed(cfg.parallel, cfg.schedule.seed)
     model = build_model(cfg.model, cfg.parallel, cfg.precision, wrap_with_ddp=False)
     save_checkpoint(out, 0, model)
     destroy_distributed()

@@ -34,14 +34,14 @@ def main() -> None:
                      f"parallel.sequence_parallel={str(case['sp']).lower()}",
                      f"parallel.use_distributed_optimizer={str(case['dist']).lower()}",
                      f"model.recompute_granularity={case['rc'] or 'null'}",
-                     f"train.micro_batch_size={case['mbs']}", f"train.seq_length={case['seq']}"]
+                     f"schedule.micro_batch_size={case['mbs']}", f"schedule.seq_length={case['seq']}"]
         if case["rc"] == "full":
             overrides += ["model.recompute_method=uniform", "model.recompute_num_layers=1"]
         cfg = load_config(TrainJobConfig, "configs/train/tiny_cpu.yaml", overrides,
                           world_size=torch.distributed.get_world_size() if torch.distributed.is_initialized() else 2)
         init_distributed(cfg.parallel, 1234)
-        m = measure_training_memory(cfg.model, cfg.parallel, cfg.precision, seq_length=cfg.train.seq_length,
-                                    micro_batch_size=cfg.train.micro_batch_size)
+        m = measure_training_memory(cfg.model, cfg.parallel, cfg.precision, seq_length=cfg.schedule.seq_length,
+                                    micro_batch_size=cfg.schedule.micro_batch_size)
         if torch.distributed.get_rank() == 0:
             print("MEASURED " + json.dumps({**case, **dataclasses.asdict(m)}), flush=True)
         parallel_state.destroy_model_parallel()

@@ -15,7 +15,7 @@ from findap_nemo.train.checkpointing import load_checkpoint, save_checkpoint
 if __name__ == "__main__":
     src, out, overrides = sys.argv[1], sys.argv[2], sys.argv[3:]
     cfg = load_config(TrainJobConfig, "configs/train/tiny_cpu.yaml", overrides)
-    init_distributed(cfg.parallel, cfg.train.seed + 7)  # a different seed: loaded weights must not depend on it
+    init_distributed(cfg.parallel, cfg.schedule.seed + 7)  # a different seed: loaded weights must not depend on it
     model = build_model(cfg.model, cfg.parallel, cfg.precision, wrap_with_ddp=False)
     load_checkpoint(src, model)
     save_checkpoint(out, 0, model)
