@@ -148,7 +148,7 @@ def _check_layer(schema_cfg: DictConfig, layer: _Layer, problems: list[str]) -> 
             if _is_structured(node) and str(k) not in node:
                 near = difflib.get_close_matches(str(k), [str(x) for x in node.keys()], n=1, cutoff=0.6)
                 renamed = getattr(OmegaConf.get_type(node), "RENAMED", {}).get(str(k))
-                hint = f"renamed: {'.'.join(prefix)}{'.' if prefix else ''}{renamed}" if renamed else \
+                hint = f"renamed: {'.'.join(prefix + [renamed])}" if renamed else \
                     f"did you mean {'.'.join(prefix + near)}?" if near else \
                     f"known keys here: {', '.join(sorted(str(x) for x in node.keys()))}"
                 problems.append(f"{dotted} ({layer.origin(dotted)}): unknown key; {hint}")

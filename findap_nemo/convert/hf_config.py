@@ -14,7 +14,7 @@ from typing import Any
 
 from findap_nemo.config import ConfigError
 from findap_nemo.config.schema import ModelConfig
-from findap_nemo.model.architectures import LLAMA3_ROPE_FIXED, ROPE_SCALING_TYPES, architecture, for_model
+from findap_nemo.model.architectures import LLAMA3_ROPE_FIXED, architecture, for_model
 
 
 def read_hf_config(folder: str | Path) -> dict:
@@ -66,14 +66,14 @@ def hf_to_model_config(hf: dict, source: str = "config.json") -> ModelConfig:
     rope_scaling, factor = False, 8.0
     if rope is not None:
         kind = rope.get("rope_type", rope.get("type"))
-        if kind in ROPE_SCALING_TYPES:
+        if kind == "llama3":  # the only scaling megatron reproduces (for any family)
             rope_scaling, factor = True, float(rope.get("factor", 8.0))
             for k, want in LLAMA3_ROPE_FIXED.items():
                 if k in rope and float(rope[k]) != float(want):
                     problems.append(f"{source}: rope_scaling.{k}={rope[k]}: megatron's llama3 RoPE scaling "
                                     f"uses {want}")
         elif kind not in (None, "default"):
-            problems.append(f"{source}: rope_scaling type {kind!r} is not supported (only {', '.join(ROPE_SCALING_TYPES)})")
+            problems.append(f"{source}: rope_scaling type {kind!r} is not supported (only llama3)")
     if problems:
         raise ConfigError(problems)
     return ModelConfig(

@@ -49,9 +49,6 @@ class ContextFit:
             return prompt[-budget:]
         return prompt
 
-    def _fits(self, prompt: list[int], max_new_tokens: int) -> bool:
-        return len(prompt) <= max(self.max_length - max_new_tokens, 1)
-
 
 def cut_at_stop(tokens: list[int], stop_ids) -> tuple[list[int], bool]:
     """The tokens before the first stop token, and whether there was one."""

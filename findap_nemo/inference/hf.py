@@ -120,7 +120,7 @@ class HFEngine(ContextFit, HFCausalLM):
                                               use_cache=True, **kwargs)
                 new = gen[:, batch.input_ids.shape[1]:].tolist()
             for j, i in enumerate(idx):
-                cut = not self._fits(prompts[i], max_new_tokens)
+                cut = len(fitted[i]) < len(prompts[i])
                 for toks in new[j * n:(j + 1) * n]:
                     kept, stopped = cut_at_stop(toks, self.stop_ids)
                     out[i].append(Completion(self.tokenizer.decode(kept, skip_special_tokens=True), len(kept),

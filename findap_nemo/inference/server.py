@@ -63,10 +63,11 @@ class OpenAIServerEngine(ContextFit):
                  max_new_tokens: int = 256, seed: int = 0, seeds: Optional[list[int]] = None,
                  progress=None) -> list[list[Completion]]:
         seeds = seeds if seeds is not None else [seed + i for i in range(len(prompts))]
-        cut = [not self._fits(p, max_new_tokens) for p in prompts]
-        bodies = [{"model": self.model, "prompt": self._fit(p, max_new_tokens), "n": n, "temperature": temperature,
+        fitted = [self._fit(p, max_new_tokens) for p in prompts]
+        cut = [len(f) < len(p) for f, p in zip(fitted, prompts)]
+        bodies = [{"model": self.model, "prompt": fitted[i], "n": n, "temperature": temperature,
                    "top_p": top_p if temperature > 0 else 1.0, "max_tokens": max_new_tokens, "seed": seeds[i],
-                   "stop_token_ids": self.stop_ids, "skip_special_tokens": True} for i, p in enumerate(prompts)]
+                   "stop_token_ids": self.stop_ids, "skip_special_tokens": True} for i in range(len(prompts))]
         out = []
         for resp, k in zip(self._map(bodies), cut):
             choices = sorted(resp["choices"], key=lambda c: c.get("index", 0))

@@ -45,8 +45,9 @@ class VLLMEngine(ContextFit):
                                   skip_special_tokens=True)
 
         params = [params_for(s) for s in seeds] if seeds is not None else params_for(seed)
-        cut = [not self._fits(p, max_new_tokens) for p in prompts]
-        inputs = [{"prompt_token_ids": self._fit(p, max_new_tokens)} for p in prompts]
+        fitted = [self._fit(p, max_new_tokens) for p in prompts]
+        cut = [len(f) < len(p) for f, p in zip(fitted, prompts)]
+        inputs = [{"prompt_token_ids": f} for f in fitted]
         outs = self.llm.generate(inputs, params, use_tqdm=False)
         if progress is not None:
             progress.update(len(prompts))

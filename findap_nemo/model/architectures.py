@@ -25,8 +25,6 @@ class Architecture:
     export_keys: dict = field(default_factory=dict)
 
 
-ROPE_SCALING_TYPES = ("llama3",)
-"""rope_scaling types megatron reproduces (for any family: transformers applies them to each)."""
 LLAMA3_ROPE_FIXED = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
 """megatron's llama3 RoPE scaling hard-codes these; other values would silently move the positions."""
 
