@@ -51,7 +51,7 @@ def write_random_llama(out: Path, cfg: dict, tok_dir: Path, shard: str) -> int:
     """A random bf16 Llama as sharded safetensors, streamed (never the whole model in memory). Returns #params."""
     from findap_nemo.convert import names
     from findap_nemo.convert.hf_config import hf_to_model_config
-    from findap_nemo.convert.mcore_to_hf import parse_size
+    from findap_nemo.convert.config import parse_size
     from findap_nemo.convert.safetensors_io import TensorSpec, write_sharded
     from findap_nemo.tokenizer import load_tokenizer, stop_token_ids
 

@@ -22,7 +22,8 @@ STAGES: dict[str, Stage] = {
                   "findap_nemo.data.recipe:DataRecipe"),
     "train": Stage("findap_nemo.train.cli", "joint CPT+IT training of a Llama-architecture GPT on megatron-core (TP/PP/SP/DP)",
                    "findap_nemo.config.schema:TrainJobConfig"),
-    "convert": Stage("findap_nemo.convert.cli", "convert checkpoints: hf-to-mcore, mcore-to-hf"),
+    "convert": Stage("findap_nemo.convert.cli", "convert checkpoints: gguf-to-hf, hf-to-mcore, mcore-to-hf",
+                     "findap_nemo.convert.config:ConvertConfig"),
     "genrm": Stage("findap_nemo.genrm.cli", "sample solutions, judge them with a generative reward model (FAP/SCP), write preference pairs",
                    "findap_nemo.genrm.config:GenRMConfig"),
     "dpo": Stage("findap_nemo.dpo.cli", "preference training (DPO/IPO/RPO) on megatron-core with a frozen reference policy",
@@ -107,7 +108,15 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(help_config_text(stage, STAGES[stage].schema))
         return 0
     parser = build_parser(stage if stage in STAGES else None)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse fills a positional list once: dotted overrides after a flag (`--config x.yaml a=1 --print-config b=2`)
+    # come back unparsed; they are still overrides. Anything else unknown is an error, as argparse would say.
+    late = [a for a in extra if "=" in a and not a.startswith("-")]
+    unknown = [a for a in extra if a not in late]
+    if unknown or (late and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or late)}")
+    if late:
+        args.overrides = [*args.overrides, *late]
     args.argv = argv  # stages that re-launch themselves (torchrun) need the original command line
     if args.stage is None:
         parser.print_help()

@@ -162,10 +162,13 @@ def test_stage_help_shows_only_real_defaults():
         for text in [sub.format_help()] + [p.format_help() for a in nested for p in a.choices.values()]:
             assert "(default: None)" not in text and "(default: False)" not in text, (stage, text)
             assert "(default: [])" not in text, (stage, text)
-    convert = next(a for a in build_parser("convert")._actions
-                   if isinstance(a, argparse._SubParsersAction)).choices["convert"]
-    nested = next(a for a in convert._actions if isinstance(a, argparse._SubParsersAction)).choices["hf-to-mcore"]
-    assert "(default: auto)" in nested.format_help()  # a real default is still shown
+    from findap_nemo.cli import _LazyHelpFormatter
+
+    probe = argparse.ArgumentParser(formatter_class=_LazyHelpFormatter)
+    probe.add_argument("--dtype", default="auto", help="stored dtype")
+    probe.add_argument("--tokenizer", default=None, help="tokenizer folder")
+    text = probe.format_help()
+    assert "(default: auto)" in text and "(default: None)" not in text  # a real default is still shown
 
 
 def test_help_config_lists_every_key_with_its_comment():
@@ -198,7 +201,7 @@ def test_help_config_lists_every_key_with_its_comment():
     assert "checkpoint.optimizer_sharding: str = fully_reshardable" in out  # inherited sections documented too
     assert "schedule.global_batch_size: int = 16\n    sequences per optimizer step" in out
     assert "blend.kinds: list = [cpt, it]\n    Which kinds the blend trains on" in cli("data", "--help-config").stdout
-    bad = cli("convert", "--help-config", check=False)
+    bad = cli("doctor", "--help-config", check=False)
     assert bad.returncode == 2 and "has no config file" in bad.stderr
 
 
@@ -218,4 +221,11 @@ def test_one_word_for_redo_and_renamed_keys_say_so(tmp_path):
         assert proc.returncode == 2 and expected in proc.stderr, (stage, proc.stderr)
     # every stage with a config file prints it resolved, the same way
     for stage in {name for name, s in STAGES.items() if s.schema} - {"slurm"}:  # slurm's config is a cluster description its subcommands read
-        assert "--print-config" in cli(stage, "--help").stdout, stage
+        assert "--print-config" in cli(*{"convert": ("convert", "mcore-to-hf")}.get(stage, (stage,)), "--help").stdout, stage
+    # overrides are accepted anywhere on the line, also after a flag; other unknown words stay errors
+    printed = cli("data", "--config", "configs/data/demo.yaml", "seed=5", "--print-config", "output_dir=/tmp/x").stdout
+    assert "seed: 5" in printed and "output_dir: /tmp/x" in printed
+    proc = cli("data", "--config", "configs/data/demo.yaml", "--print-config", "--bogus", "seed=5", check=False)
+    assert proc.returncode == 2 and "unrecognized arguments: --bogus" in proc.stderr
+    proc = cli("doctor", "seed=5", check=False)
+    assert proc.returncode == 2 and "unrecognized arguments: seed=5" in proc.stderr

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 
 from findap_nemo.config import ConfigError
@@ -292,6 +293,45 @@ def test_cli_refuses_to_overwrite_without_force(tmp_path, tiny_hf_model_dir):
                "--dtype", "bf16")
     assert SafetensorsReader(tmp_path / "hf").get(names.HF_EMBED).dtype == torch.bfloat16
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["torch_dtype"] == "bfloat16"
+
+
+def test_convert_options_come_from_config_then_overrides_then_flags(tmp_path, tiny_hf_model_dir):
+    """One config serves every direction; a dotted override beats the file and a flag beats both; bad values and
+    model.* overrides where no model config is read are errors naming the key."""
+    conf = tmp_path / "convert.yaml"
+    conf.write_text("hf_to_mcore:\n  dtype: bf16\nmcore_to_hf:\n  dtype: fp16\n  max_shard_size: 100KB\n")
+    base = ["convert", "hf-to-mcore", "--hf", str(tiny_hf_model_dir), "--out", str(tmp_path / "mc"),
+            "--config", str(conf)]
+    printed = yaml.safe_load(cli(*base, "--print-config").stdout)
+    assert printed["hf_to_mcore"]["dtype"] == "bf16" and printed["mcore_to_hf"]["max_shard_size"] == "100KB"
+    assert yaml.safe_load(cli(*base, "hf_to_mcore.dtype=fp32", "--print-config").stdout)["hf_to_mcore"]["dtype"] == "fp32"
+    assert yaml.safe_load(cli(*base, "hf_to_mcore.dtype=fp32", "--dtype", "fp16",
+                              "--print-config").stdout)["hf_to_mcore"]["dtype"] == "fp16"
+    assert not (tmp_path / "mc").exists()  # --print-config converts nothing
+
+    rec = json.loads(cli(*base).stdout.strip().splitlines()[-1])
+    assert rec["dtype"] == "bfloat16"
+    out = tmp_path / "hf"
+    cli("convert", "mcore-to-hf", "--mcore", str(tmp_path / "mc"), "--out", str(out), "--config", str(conf))
+    assert SafetensorsReader(out).get(names.HF_EMBED).dtype == torch.float16
+    assert len(list(out.glob("model-*.safetensors"))) > 1  # sharded at 100 KB
+
+    proc = cli("convert", "mcore-to-hf", "--mcore", str(tmp_path / "mc"), "--out", str(tmp_path / "x"),
+               "mcore_to_hf.dtype=int8", "mcore_to_hf.max_shard_size=huge", "hf_to_mcore.pad_vocab_for_tp=0",
+               "mcore_to_hf.shard=1", check=False)
+    assert proc.returncode == 2
+    for msg in ("mcore_to_hf.dtype='int8': one of ['auto', 'fp32', 'bf16', 'fp16']",
+                "mcore_to_hf.max_shard_size='huge': a positive size", "hf_to_mcore.pad_vocab_for_tp=0: >= 1",
+                "mcore_to_hf.shard"):
+        assert msg in proc.stderr, proc.stderr
+    proc = cli("convert", "hf-to-mcore", "--hf", str(tiny_hf_model_dir), "--out", str(tmp_path / "y"),
+               "model.num_layers=3", check=False)
+    assert proc.returncode == 2 and "hf-to-mcore takes no model.* overrides" in proc.stderr
+    proc = cli("convert", "hf-to-mcore", "--out", str(tmp_path / "y"), check=False)
+    assert proc.returncode == 2 and "--hf required" in proc.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    helptext = cli("convert", "--help-config").stdout
+    assert "mcore_to_hf.max_shard_size" in helptext and "largest safetensors shard" in helptext
 
 
 def test_tied_config_with_a_different_head_is_refused(tmp_path, tiny_tokenizer_dir):

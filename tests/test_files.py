@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from findap_nemo.files import BadLine, jsonl_lines, write_json_atomic, write_text_atomic
+from findap_nemo.config import ConfigError
+from findap_nemo.files import BadLine, jsonl_lines, read_json, read_jsonl, write_json_atomic, write_text_atomic
 
 
 def test_atomic_write_replaces_whole_and_leaves_no_temporary(tmp_path):
@@ -42,3 +43,29 @@ def test_decontamination_reads_eval_sets_with_a_byte_order_mark(tmp_path):
     path.write_text('{"q": "x"}\n{bad\n')
     with pytest.raises(ValueError, match=rf"decontamination.eval_sets: {path}:2: not valid JSON"):
         list(eval_texts([str(path)]))
+
+
+def test_read_json_and_jsonl_name_the_file_and_line(tmp_path):
+    """One reader for whole JSON files and JSONL record files: errors say file, line (and column); a missing file
+    is an error unless the caller says it may be missing; a torn last line (a killed appender) is dropped only when
+    the caller allows it, never a bad line in the middle."""
+    good = tmp_path / "a.json"
+    good.write_text('\ufeff{"x": 1}')  # byte order mark from a Windows editor
+    assert read_json(good) == {"x": 1}
+    assert read_json(tmp_path / "none.json", missing_ok=True) is None
+    with pytest.raises(ConfigError, match=r"none.json: not found"):
+        read_json(tmp_path / "none.json")
+    bad = tmp_path / "b.json"
+    bad.write_text('{\n  "x": 1,\n}\n')
+    with pytest.raises(ConfigError, match=r"b.json line 3: not valid JSON \(.* at column 1\)"):
+        read_json(bad)
+
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"iteration": 1}\n\n{"iteration": 2}\n{"itera')
+    with pytest.raises(ConfigError, match=r"metrics.jsonl:4: not valid JSON"):
+        read_jsonl(log)
+    assert read_jsonl(log, torn_tail_ok=True) == [{"iteration": 1}, {"iteration": 2}]
+    log.write_text('{"iteration": 1}\n{"itera\n{"iteration": 3}\n')
+    with pytest.raises(ConfigError, match=r"metrics.jsonl:2: not valid JSON"):
+        read_jsonl(log, torn_tail_ok=True)
+    assert read_jsonl(tmp_path / "none.jsonl", missing_ok=True) == []

@@ -173,11 +173,14 @@ def test_scp_pairs_continue_the_corrected_step_with_the_policy(tiny_hf_model_dir
 def test_config_errors_name_every_key(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(GenRMConfig, DEMO, [f"policy.model={tmp_path}", "sampling.num_samples=1", "sampling.top_p=0",
-                                        "scp.apply_to=some", "backend.kind=tpu", "prompts_file=/nope.jsonl"])
+                                        "scp.apply_to=some", "backend.kind=tpu", "prompts_file=/nope.jsonl",
+                                        "genrm.url=node01:8000"])
     text = str(err.value)
     for key in ("policy.model", "genrm.model", "sampling.num_samples", "sampling.top_p", "scp.apply_to",
                 "backend.kind", "prompts_file"):
         assert key in text
+    # the same rule as FinEval's servers.<model>.url
+    assert "genrm.url='node01:8000': an http(s):// address of an OpenAI-compatible server" in text
     bad_tpl = tmp_path / "fap.txt"
     bad_tpl.write_text("no placeholders")
     with pytest.raises(ConfigError, match=r"fap.template=.*lacks the placeholder"):

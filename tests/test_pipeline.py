@@ -90,7 +90,9 @@ def test_pipeline_config_errors(tmp_path):
     proc = cli("run", "configs/demo_tiny.yaml", "base_model.tokenizer=/nope", "train.config=/nope.yaml", check=False)
     assert proc.returncode == 2
     assert "base_model.tokenizer='/nope'" in proc.stderr and "train.config='/nope.yaml'" in proc.stderr
-    proc = cli("run", "configs/demo_tiny.yaml", "convert.config=configs/x.yaml", "recipe=sequentially", check=False)
+    proc = cli("run", "configs/demo_tiny.yaml", "convert.config=configs/x.yaml", "recipe=sequentially",
+               "convert.overrides=[--dtype,bf16]", check=False)
     assert proc.returncode == 2
-    assert "convert.config='configs/x.yaml': the convert stage takes flags" in proc.stderr
+    assert "convert.config='configs/x.yaml': file not found" in proc.stderr
+    assert "convert.overrides=['--dtype', 'bf16']: dotted convert options such as mcore_to_hf.dtype=bf16" in proc.stderr
     assert "recipe='sequentially': use one of: joint" in proc.stderr

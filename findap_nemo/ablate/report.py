@@ -8,7 +8,8 @@ from pathlib import Path
 
 from findap_nemo.files import write_json_atomic
 from findap_nemo.pipeline.headline import CATEGORY_NAMES, format_delta, headline_markdown, verdict
-from findap_nemo.pipeline.report import Report, md_table, read_json, round1
+from findap_nemo.files import read_json
+from findap_nemo.pipeline.report import Report, md_table, round1
 
 GAIN = ("unseen_similar", "novel_finance")  # the domain: what adaptation is for
 KEPT = ("novel_concepts", "general", "reasoning", "instruction_following")  # what it must not forget
@@ -198,4 +199,4 @@ def _base_scores(comparison: dict | None) -> dict:
 
 
 def read_comparison(out: Path) -> dict | None:
-    return read_json(out / "eval" / "comparison.json")
+    return read_json(out / "eval" / "comparison.json", missing_ok=True)

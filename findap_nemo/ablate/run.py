@@ -147,13 +147,14 @@ def slurm_usage(cfg: AblationConfig, v: Variant) -> dict | None:
 
 def _train_tokens(v: Variant) -> int | None:
     """Tokens the variant's training stages processed (iterations x tokens per iteration, from their metrics)."""
-    from findap_nemo.pipeline.report import read_jsonl
+    from findap_nemo.files import read_jsonl
 
     total, seen = 0, False
     for kind in ("train_cpt", "train"):
         if kind not in v.kinds.values():
             continue
-        rows = [r for r in read_jsonl(v.paths.roots[kind] / "metrics.jsonl") if "tokens_per_s" in r]
+        metrics = read_jsonl(v.paths.roots[kind] / "metrics.jsonl", missing_ok=True, torn_tail_ok=True)
+        rows = [r for r in metrics if "tokens_per_s" in r]
         if rows:
             last = rows[-1]
             total += int(round(last["iteration"] * last["tokens_per_s"] * last["step_time_s"]))

@@ -8,12 +8,12 @@ dropped.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from findap_nemo.config import ConfigError
 from findap_nemo.config.schema import ModelConfig
+from findap_nemo.files import read_json
 from findap_nemo.model.architectures import LLAMA3_ROPE_FIXED, architecture, for_model
 
 
@@ -21,10 +21,7 @@ def read_hf_config(folder: str | Path) -> dict:
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise ConfigError(f"{path}: not found; expected a Hugging Face model folder (config.json + *.safetensors)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path} line {err.lineno}: not valid JSON ({err.msg})") from err
+    return read_json(path)
 
 
 def _rope_params(hf: dict) -> dict | None:

@@ -22,26 +22,13 @@ from findap_nemo.model.architectures import ARCHITECTURES
 from findap_nemo.convert.mcore_io import DistCheckpointReader
 from findap_nemo.config.model_config_io import find_model_config, load_model_config, pretrained_root
 from findap_nemo.convert.output import atomic_dir, check_output
+from findap_nemo.convert.config import parse_size
 from findap_nemo.convert.progress import Progress
+from findap_nemo.files import read_json
 from findap_nemo.convert.safetensors_io import TensorSpec, write_sharded
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 HF_DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
-
-
-def parse_size(text: str) -> int:
-    """'5GB', '500MB', '2GiB' or a byte count."""
-    t = str(text).strip().upper()
-    units = {"KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "KB": 10**3, "MB": 10**6, "GB": 10**9, "B": 1}
-    for u, mult in units.items():
-        if t.endswith(u):
-            try:
-                return int(float(t[: -len(u)]) * mult)
-            except ValueError:
-                break
-    if t.isdigit():
-        return int(t)
-    raise ConfigError(f"--max-shard-size {text!r}: expected a size such as 5GB, 500MB or 2GiB")
 
 
 def _find_checkpoint(mcore: Path) -> Path:
@@ -128,10 +115,6 @@ def generation_config(tok, base: dict | None) -> dict:
     return out
 
 
-def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
 def convert_mcore_to_hf(mcore: str | Path, out: str | Path, *, tokenizer: str | None = None,
                         model_config: str | None = None, overrides: list[str] = (), force: bool = False,
                         dtype: str = "auto", max_shard_size: str = "5GB", progress: bool = True) -> dict:
@@ -204,8 +187,8 @@ def convert_mcore_to_hf(mcore: str | Path, out: str | Path, *, tokenizer: str | 
 
     start = time.perf_counter()
     roots = _roots(ckpt)
-    base_cfg = next((c for r in roots if (c := _read_json(r / "hf_config.json")) is not None), None)
-    base_gen = next((c for r in roots if (c := _read_json(r / "generation_config.json")) is not None), None)
+    base_cfg = next((c for r in roots if (c := read_json(r / "hf_config.json", missing_ok=True)) is not None), None)
+    base_gen = next((c for r in roots if (c := read_json(r / "generation_config.json", missing_ok=True)) is not None), None)
     if base_cfg is not None and base_cfg.get("model_type") not in ARCHITECTURES:
         base_cfg = None
     with atomic_dir(out) as tmp:

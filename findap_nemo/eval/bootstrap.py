@@ -12,7 +12,6 @@ the items of every task independently (stratified by task) and take that mean on
 
 from __future__ import annotations
 
-import json
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from findap_nemo.eval.metrics import summarize
+from findap_nemo.files import read_jsonl
 
 RESAMPLES = 1000
 SEED = 0
@@ -78,10 +78,6 @@ def task_metric(task_type: str, primary: str) -> Callable[[list[dict]], float]:
 
     spec = _Spec(task_type, primary, [primary])
     return lambda records: float(aggregate(spec, records)["score"])
-
-
-def read_records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def task_distribution(name: str, result: dict, records: list[dict], resamples: int = RESAMPLES,
@@ -174,7 +170,7 @@ def add_intervals(results: dict, root: Path, resamples: int = RESAMPLES, seed: i
             path = (root / rel) if rel else None
             if path is None or not path.is_file():
                 continue
-            records = read_records(path)
+            records = read_jsonl(path)
             if len(records) != r["n"]:
                 continue  # predictions from another run: no interval rather than a wrong one
             r.setdefault("primary_metric", results["tasks"].get(task, {}).get("primary_metric"))

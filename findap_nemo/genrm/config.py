@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import ClassVar, List, Optional
 
 from findap_nemo.config import Problems
-from findap_nemo.inference.config import BackendConfig
+from findap_nemo.inference.config import BackendConfig, ServerSpec
 
 SCP_TARGETS = ("rejected", "all")
 REPO = Path(__file__).resolve().parents[2]
@@ -96,8 +96,8 @@ class GenRMConfig:
             p.check(bool(spec.model) and (Path(spec.model) / "config.json").is_file(), f"{key}.model", spec.model,
                     "must be an HF checkpoint folder with config.json, weights and tokenizer "
                     "(`findap-nemo convert mcore-to-hf` writes one)")
-            p.check(spec.url is None or spec.url.startswith(("http://", "https://")), f"{key}.url", spec.url,
-                    "null or an http(s) address of an OpenAI-compatible server, e.g. http://node01:8000/v1")
+            if spec.url is not None:  # the server's address follows the one rule FinEval's servers.* follow
+                ServerSpec(spec.url, spec.served_model).validate(p, key)
             p.check(spec.max_length is None or spec.max_length >= 32, f"{key}.max_length", spec.max_length,
                     "null or >= 32")
         p.check(resolve_path(self.prompts_file).is_file(), "prompts_file", self.prompts_file,

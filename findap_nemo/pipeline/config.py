@@ -92,11 +92,14 @@ class PipelineConfig:
                 p.check(bool(spec.config), f"{name}.config", spec.config, f"give the {name} stage's YAML config")
                 if spec.config:
                     p.check(os.path.isfile(spec.config), f"{name}.config", spec.config, "file not found")
-        p.check(self.convert.config is None, "convert.config", self.convert.config,
-                "the convert stage takes flags, not a config file: give them as convert.overrides (e.g. "
-                "[--dtype, bf16]); they reach every conversion of the run")
-        if self.train_cpt.config:
-            p.check(os.path.isfile(self.train_cpt.config), "train_cpt.config", self.train_cpt.config, "file not found")
+        for name in ("convert", "train_cpt"):  # optional configs (convert: its defaults; train_cpt: train's)
+            spec = getattr(self, name)
+            if spec.config:
+                p.check(os.path.isfile(spec.config), f"{name}.config", spec.config, "file not found")
+        odd = [o for o in self.convert.overrides if o.startswith(("-", "model."))]
+        p.check(not odd, "convert.overrides", self.convert.overrides,
+                "dotted convert options such as mcore_to_hf.dtype=bf16 (`findap-nemo convert --help-config`); "
+                f"not {odd}: flags and model.* overrides belong to a single `findap-nemo convert` command")
         p.raise_if_any()
 
     def train_cpt_spec(self) -> StageSpec:

@@ -21,6 +21,14 @@ def stage_cli(stage: str, spec: StageSpec | None, *args: str) -> list[str]:
     return cmd + list(args) + (list(spec.overrides) if spec is not None else [])
 
 
+def convert_cli(cfg: PipelineConfig, direction: str, *args: str) -> list[str]:
+    """`findap-nemo convert <direction> <args> --force [--config YAML] <convert.overrides>`: every conversion of a
+    run reads the same convert options (each direction takes its own section of them)."""
+    spec = cfg.convert
+    return stage_cli("convert", None, direction, *args, "--force", *(["--config", spec.config] if spec.config else []),
+                     *spec.overrides)
+
+
 class Paths:
     """Where every stage of a run writes: one folder per stage, by default ``<run_dir>/<folder>``.
 
@@ -71,8 +79,7 @@ def build_stages(cfg: PipelineConfig, p: Paths | None = None) -> list[Stage]:
     if cfg.base_model.kind == "gguf":
         stages.append(Stage(
             "base_hf", f"base model: {cfg.base_model.gguf} (GGUF -> HF safetensors)",
-            lambda: stage_cli("convert", None, "gguf-to-hf", "--gguf", str(cfg.base_model.gguf),
-                              "--out", str(p.base_hf), "--force"),
+            lambda: convert_cli(cfg, "gguf-to-hf", "--gguf", str(cfg.base_model.gguf), "--out", str(p.base_hf)),
             lambda: [p.base_hf / "config.json"]))
     elif cfg.base_model.kind == "random":
         stages.append(Stage(
@@ -83,8 +90,7 @@ def build_stages(cfg: PipelineConfig, p: Paths | None = None) -> list[Stage]:
             lambda: [p.base_hf / "config.json"]))
     stages.append(Stage(
         "base_mcore", "convert base model HF -> megatron",
-        lambda: stage_cli("convert", None, "hf-to-mcore", "--hf", str(p.base_hf), "--out", str(p.base_mcore),
-                     "--force", *cfg.convert.overrides),
+        lambda: convert_cli(cfg, "hf-to-mcore", "--hf", str(p.base_hf), "--out", str(p.base_mcore)),
         lambda: [p.base_mcore]))
 
     def data_stage(name: str, kinds: str, what: str) -> Stage:
@@ -114,8 +120,7 @@ def build_stages(cfg: PipelineConfig, p: Paths | None = None) -> list[Stage]:
                               TRAIN_TITLES[recipe]))
     stages.append(Stage(
         "export_cptit", "export the trained checkpoint -> HF",
-        lambda: stage_cli("convert", None, "mcore-to-hf", "--mcore", str(p.train), "--out", str(p.cptit_hf),
-                     "--force", *cfg.convert.overrides),
+        lambda: convert_cli(cfg, "mcore-to-hf", "--mcore", str(p.train), "--out", str(p.cptit_hf)),
         lambda: [p.cptit_hf / "config.json"]))
     if cfg.genrm.enabled:
         stages.append(Stage(
@@ -131,8 +136,7 @@ def build_stages(cfg: PipelineConfig, p: Paths | None = None) -> list[Stage]:
             lambda: [p.dpo / TRACKER]))
         stages.append(Stage(
             "export_dpo", "export DPO checkpoint -> HF",
-            lambda: stage_cli("convert", None, "mcore-to-hf", "--mcore", str(p.dpo), "--out", str(p.dpo_hf),
-                         "--force", *cfg.convert.overrides),
+            lambda: convert_cli(cfg, "mcore-to-hf", "--mcore", str(p.dpo), "--out", str(p.dpo_hf)),
             lambda: [p.dpo_hf / "config.json"]))
     if cfg.eval.enabled:
         def eval_cmd() -> list[str]:
@@ -148,19 +152,20 @@ def build_stages(cfg: PipelineConfig, p: Paths | None = None) -> list[Stage]:
 
 # ----------------------------------------------------------------------------------------------------- report
 def write_report(cfg: PipelineConfig, records: dict[str, dict]):
-    from findap_nemo.pipeline.report import Report, loss_curves, md_table, read_json, read_jsonl, round1
+    from findap_nemo.files import read_json, read_jsonl
+    from findap_nemo.pipeline.report import Report, loss_curves, md_table, round1
 
     p = Paths(cfg)
     rep = Report(cfg.title, p.report)
     rep.text(f"Run directory: `{p.run}`. Base model: `{p.base_hf}`; tokenizer: `{p.tokenizer}`.")
-    comparison = read_json(p.eval / "comparison.json")
+    comparison = read_json(p.eval / "comparison.json", missing_ok=True)
     if comparison and comparison.get("rows"):
         from findap_nemo.pipeline.headline import headline_markdown
 
         rep.heading("Headline: what the adaptation gained and kept")
         rep.text(headline_markdown(comparison))
 
-    manifest = read_json(p.manifest)
+    manifest = read_json(p.manifest, missing_ok=True)
     rep.heading("Data mix (FinTrain)")
     if manifest:
         rep.text(md_table(_data_rows(manifest)))
@@ -173,10 +178,10 @@ def write_report(cfg: PipelineConfig, records: dict[str, dict]):
 
     rep.heading(TRAIN_TITLES[cfg.recipe][0].upper() + TRAIN_TITLES[cfg.recipe][1:])
     if cfg.recipe == "sequential":
-        cpt_rows = read_jsonl(p.train_cpt / "metrics.jsonl")
+        cpt_rows = read_jsonl(p.train_cpt / "metrics.jsonl", missing_ok=True, torn_tail_ok=True)
         rep.image(loss_curves(cpt_rows, ["lm_loss", "valid/lm_loss"], "stage 1: CPT training loss",
                               p.report / "train_cpt_loss.png"))
-    train_rows = read_jsonl(p.train / "metrics.jsonl")
+    train_rows = read_jsonl(p.train / "metrics.jsonl", missing_ok=True, torn_tail_ok=True)
     rep.image(loss_curves(train_rows, ["lm_loss", "valid/lm_loss"], TRAIN_TITLES[cfg.recipe] + " loss",
                           p.report / "train_loss.png"))
     if train_rows:
@@ -185,7 +190,7 @@ def write_report(cfg: PipelineConfig, records: dict[str, dict]):
         rep.text(md_table([{k: r.get(k) for k in keys if k in r} for r in (train_rows[0], last)]))
 
     rep.heading("GenRM preference pairs")
-    summary = read_json(p.genrm / "summary.json")
+    summary = read_json(p.genrm / "summary.json", missing_ok=True)
     if summary:
         flat = {k: v for k, v in summary.items() if not isinstance(v, (dict, list))}
         rep.text(md_table([{"statistic": k, "value": v} for k, v in flat.items()]))
@@ -197,7 +202,7 @@ def write_report(cfg: PipelineConfig, records: dict[str, dict]):
         rep.text("_no GenRM summary_")
 
     rep.heading("DPO")
-    dpo_rows = read_jsonl(p.dpo / "metrics.jsonl")
+    dpo_rows = read_jsonl(p.dpo / "metrics.jsonl", missing_ok=True, torn_tail_ok=True)
     rep.image(loss_curves(dpo_rows, ["loss", "valid/loss"], "DPO loss", p.report / "dpo_loss.png"))
     rep.image(loss_curves(dpo_rows, ["reward_accuracy", "valid/reward_accuracy", "reward_margin"],
                           "DPO reward accuracy and margin", p.report / "dpo_rewards.png"))

@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from findap_nemo.files import write_text_atomic
+from findap_nemo.files import read_json, write_text_atomic
 from findap_nemo.config import ConfigError, Problems
 from findap_nemo.slurm.config import ResourcesConfig, SlurmConfig, parse_time
 from findap_nemo.slurm.render import RenderedJob, dependency_args, paths
@@ -207,7 +207,4 @@ def load_records(run_dir: str | os.PathLike) -> list[dict]:
     path = Path(run_dir) / "slurm" / "jobs.json"
     if not path.is_file():
         raise ConfigError(f"{path}: no submissions recorded for run directory {str(run_dir)!r}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path} line {err.lineno}: not valid JSON ({err.msg})") from err
+    return read_json(path)
