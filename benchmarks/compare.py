@@ -63,7 +63,7 @@ def _megatron_stepper(shape: dict, before: bool):
     from findap_nemo.config import load_config
     from findap_nemo.config.schema import TrainJobConfig
     from findap_nemo.parallel import init_distributed
-    from findap_nemo.train.cli import build_datasets
+    from findap_nemo.train.run import build_datasets
     from findap_nemo.train.fused_adam import torch_adams
     from findap_nemo.train.gpt_step import make_gpt_forward_step
     from findap_nemo.train.trainer import Trainer

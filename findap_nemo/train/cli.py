@@ -23,54 +23,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_launch_arguments(p)
 
 
-def build_datasets(cfg, *, seed: int):
-    """Train/valid datasets from the data stage's manifest, or synthetic ones (data.mock)."""
-    from findap_nemo.train.gpt_step import MockGPTDataset
-
-    t = cfg.schedule
-    n_train = t.train_iters * t.global_batch_size
-    n_valid = max(t.eval_iters, 1) * t.global_batch_size
-    if cfg.data.mock:
-        return {"train": MockGPTDataset(n_train, t.seq_length, cfg.model.vocab_size, seed),
-                "valid": MockGPTDataset(n_valid, t.seq_length, cfg.model.vocab_size, seed + 1)}
-    from findap_nemo.data.loader import build_datasets as from_manifest
-
-    return from_manifest(cfg.data.manifest, seq_length=t.seq_length,
-                         num_samples={"train": n_train, "valid": n_valid}, seed=seed,
-                         reset_position_ids=cfg.data.reset_position_ids)
-
-
-def check_vocab(cfg) -> None:
-    """The model's vocabulary must cover the dataset's token ids."""
-    import json
-
-    from findap_nemo.config import ConfigError
-
-    if cfg.data.mock or not cfg.data.manifest:
-        return
-    with open(cfg.data.manifest, encoding="utf-8") as f:
-        vocab = json.load(f).get("vocab_size")
-    if vocab and vocab > cfg.model.vocab_size:
-        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size}: the dataset {cfg.data.manifest} was tokenized "
-                          f"with a vocabulary of {vocab}; set model.vocab_size={vocab}")
-
-
 def run(args) -> int:
     from findap_nemo.config.schema import TrainJobConfig
+    from findap_nemo.train import run as stage
     from findap_nemo.train.job import load_job, run_job
 
-    cfg = load_job(TrainJobConfig, args, check=check_vocab)
+    cfg = load_job(TrainJobConfig, args, check=stage.check_vocab)
     if cfg is None:
         return 0
-
-    def build():
-        from findap_nemo.train.gpt_step import make_gpt_forward_step
-        from findap_nemo.train.trainer import Trainer
-
-        return Trainer(cfg, make_gpt_forward_step(cfg.data.reset_attention_mask),
-                       build_datasets(cfg, seed=cfg.schedule.seed))
-
-    return run_job(cfg, args, build)
+    return run_job(cfg, args, lambda: stage.build_trainer(cfg))
 
 
 if __name__ == "__main__":
