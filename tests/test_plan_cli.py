@@ -8,7 +8,7 @@ import json
 import pytest
 
 from findap_nemo.config import ConfigError
-from findap_nemo.plan.cli import load_plan_config
+from findap_nemo.plan.config import load_plan_config
 from findap_nemo.plan.layout import Layout
 from findap_nemo.plan.memory import estimate_memory
 from findap_nemo.plan.search import evaluate, plan

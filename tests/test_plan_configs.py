@@ -17,7 +17,8 @@ from findap_nemo import runtime
 from findap_nemo.config import ConfigError, load_config
 from findap_nemo.config.schema import TrainJobConfig
 from findap_nemo.dpo.config import DPOJobConfig
-from findap_nemo.plan.cli import configured_layout, load_plan_config, shape_kwargs
+from findap_nemo.plan.config import load_plan_config
+from findap_nemo.plan.run import configured_layout, shape_kwargs
 from findap_nemo.plan.search import evaluate
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,7 +16,6 @@ reasoning, instruction following) and each variant's training cost.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from findap_nemo.runtime import EXIT_REQUEUE
@@ -54,82 +53,28 @@ def run(args) -> int:
     if unknown:
         raise ConfigError(f"--only {sorted(unknown)}: no such variant; variants: {[v.name for v in vs]}")
     if args.list:
-        _list(vs)
+        from findap_nemo.ablate.report import print_variants
+
+        print_variants(vs)
         return 0
     if args.dry_run and not args.slurm:
         raise ConfigError("--dry-run renders SLURM jobs: give --slurm CLUSTER_YAML too (or use --list)")
     if args.slurm:
-        return _slurm(cfg, vs, args)
+        from findap_nemo.ablate.slurm import submit_variants
+
+        return submit_variants(cfg, vs, args)
     from findap_nemo.config import save_config
 
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
     save_config(cfg, Path(cfg.run_dir) / "ablation.yaml")
     hint = "`findap-nemo ablate " + " ".join([args.config, *args.overrides]) + "`"
+    from findap_nemo.ablate.run import compare_variants, run_variants
+
     code = 0
     if not args.compare_only:
-        from findap_nemo.ablate.run import run_variants
-
         todo = [v for v in vs if not args.only or v.name in args.only]
         code = run_variants(cfg, todo, force=args.force, resume_hint=hint)
         if code == EXIT_REQUEUE:
             return code
     # a failed variant still leaves a comparison of the others (exit 1 says it failed)
-    return compare(cfg, vs, hint) or code
-
-
-def compare(cfg, vs, hint: str) -> int:
-    from findap_nemo.ablate.report import read_comparison, write_comparison
-    from findap_nemo.ablate.run import compare_stage, read_results
-    from findap_nemo.pipeline.runner import Runner, StageFailed
-
-    results = read_results(cfg, vs)
-    out = Path(cfg.run_dir) / "compare"
-    stage = compare_stage(cfg, vs, results)
-    models: dict[str, str] = {}
-    if stage is not None:
-        print("=== comparison: FinEval of the base and every finished variant ===", flush=True)
-        try:
-            Runner(Path(cfg.run_dir), resume_hint=hint).run([stage])
-        except StageFailed as err:
-            print(f"\nfindap-nemo ablate: {err}", file=sys.stderr)
-            return err.code
-        models = {m: v.name for v in vs if results[v.name].get("status") == "done" for m in v.models(cfg.evaluate)}
-    md, html = write_comparison(cfg.title, out, results, read_comparison(out) if stage is not None else None, models,
-                                reference=cfg.reference)
-    failed = [f"{n} ({r.get('status')})" for n, r in results.items() if r.get("status") != "done"]
-    print(f"comparison: {md} and {html}" + (f"; not compared: {', '.join(failed)}" if failed else ""), flush=True)
-    return 0
-
-
-def _list(vs) -> None:
-    users: dict[str, list[str]] = {}
-    for v in vs:
-        for st in v.stages:
-            users.setdefault(st.name, []).append(v.name)
-    print(f"{len(vs)} variants, {len(users)} distinct stages "
-          f"({sum(len(v.stages) for v in vs) - len(users)} stage runs saved by sharing)")
-    for v in vs:
-        print(f"\n{v.name} (recipe {v.pipeline.recipe}; DPO {'on' if v.pipeline.dpo.enabled else 'off'})")
-        for st in v.stages:
-            others = [n for n in users[st.name] if n != v.name]
-            print(f"  {st.name:28s} {st.title}" + (f"  [shared with {', '.join(others)}]" if others else ""))
-
-
-def _slurm(cfg, vs, args) -> int:
-    from findap_nemo.ablate.slurm import slurm_config
-    from findap_nemo.slurm.render import paths, print_dry_run, render_pipeline
-    from findap_nemo.slurm.submit import SubmitError, submit
-
-    compare_cmd = [sys.executable, "-m", "findap_nemo.cli", "ablate", args.config, *args.overrides, "--compare-only"]
-    scfg = slurm_config(cfg, vs, args.slurm, args.slurm_override, compare_cmd)
-    jobs = render_pipeline(scfg, source=args.config)
-    if args.dry_run:
-        print_dry_run(jobs)
-        return 0
-    try:
-        submit(scfg, jobs, source=args.config)
-    except SubmitError as err:
-        print(f"findap-nemo ablate: {err}", file=sys.stderr)
-        return 1
-    print(f"status: findap-nemo slurm status {paths(scfg)['run']}")
-    return 0
+    return compare_variants(cfg, vs, hint) or code

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from findap_nemo.files import write_json_atomic
+from findap_nemo.files import read_json, write_json_atomic
 from findap_nemo.pipeline.headline import CATEGORY_NAMES, format_delta, headline_markdown, verdict
-from findap_nemo.files import read_json
 from findap_nemo.pipeline.report import Report, md_table, round1
 
 GAIN = ("unseen_similar", "novel_finance")  # the domain: what adaptation is for
@@ -200,3 +199,18 @@ def _base_scores(comparison: dict | None) -> dict:
 
 def read_comparison(out: Path) -> dict | None:
     return read_json(out / "eval" / "comparison.json", missing_ok=True)
+
+
+def print_variants(vs) -> None:
+    """`--list`: each variant's stages and which other variants share them."""
+    users: dict[str, list[str]] = {}
+    for v in vs:
+        for st in v.stages:
+            users.setdefault(st.name, []).append(v.name)
+    print(f"{len(vs)} variants, {len(users)} distinct stages "
+          f"({sum(len(v.stages) for v in vs) - len(users)} stage runs saved by sharing)")
+    for v in vs:
+        print(f"\n{v.name} (recipe {v.pipeline.recipe}; DPO {'on' if v.pipeline.dpo.enabled else 'off'})")
+        for st in v.stages:
+            others = [n for n in users[st.name] if n != v.name]
+            print(f"  {st.name:28s} {st.title}" + (f"  [shared with {', '.join(others)}]" if others else ""))

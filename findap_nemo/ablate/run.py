@@ -232,3 +232,29 @@ def compare_stage(cfg: AblationConfig, vs: list[Variant], results: dict[str, dic
                  lambda: stage_cli("eval", spec, *[f"models.{k}={p}" for k, p in models.items()],
                                    f"output_dir={out}"),
                  lambda: [out / "comparison.json"], reuses_outputs=True)
+
+
+def compare_variants(cfg, vs, hint: str) -> int:
+    """FinEval of the base and every finished variant (one resumable eval run), then the comparison report; a
+    variant that did not finish is named as not compared."""
+    import sys
+
+    from findap_nemo.ablate.report import read_comparison, write_comparison
+
+    results = read_results(cfg, vs)
+    out = Path(cfg.run_dir) / "compare"
+    stage = compare_stage(cfg, vs, results)
+    models: dict[str, str] = {}
+    if stage is not None:
+        print("=== comparison: FinEval of the base and every finished variant ===", flush=True)
+        try:
+            Runner(Path(cfg.run_dir), resume_hint=hint).run([stage])
+        except StageFailed as err:
+            print(f"\nfindap-nemo ablate: {err}", file=sys.stderr)
+            return err.code
+        models = {m: v.name for v in vs if results[v.name].get("status") == "done" for m in v.models(cfg.evaluate)}
+    md, html = write_comparison(cfg.title, out, results, read_comparison(out) if stage is not None else None, models,
+                                reference=cfg.reference)
+    failed = [f"{n} ({r.get('status')})" for n, r in results.items() if r.get("status") != "done"]
+    print(f"comparison: {md} and {html}" + (f"; not compared: {', '.join(failed)}" if failed else ""), flush=True)
+    return 0

@@ -70,3 +70,25 @@ def slurm_config(cfg: AblationConfig, vs: list[Variant], cluster_yaml: str, over
     data["stages"] = [*jobs.values(), compare]
     return load_config(SlurmConfig, None, overrides, base=data)
 
+
+def submit_variants(cfg, vs, args) -> int:
+    """`--slurm`: render every variant's stages and the comparison as chained jobs; print them (--dry-run) or
+    submit them."""
+    import sys
+
+    from findap_nemo.slurm.render import paths, print_dry_run, render_pipeline
+    from findap_nemo.slurm.submit import SubmitError, submit
+
+    compare_cmd = [sys.executable, "-m", "findap_nemo.cli", "ablate", args.config, *args.overrides, "--compare-only"]
+    scfg = slurm_config(cfg, vs, args.slurm, args.slurm_override, compare_cmd)
+    jobs = render_pipeline(scfg, source=args.config)
+    if args.dry_run:
+        print_dry_run(jobs)
+        return 0
+    try:
+        submit(scfg, jobs, source=args.config)
+    except SubmitError as err:
+        print(f"findap-nemo ablate: {err}", file=sys.stderr)
+        return 1
+    print(f"status: findap-nemo slurm status {paths(scfg)['run']}")
+    return 0

@@ -85,3 +85,20 @@ class PlanJobConfig:
         if self.precision.fp8:
             p.check(s.impl == "te", "precision.fp8", self.precision.fp8, "FP8 is modelled for search.impl=te only")
         p.raise_if_any()
+
+
+def load_plan_config(path: str | None, overrides: list[str]):
+    """Read a plan config, or the relevant sections of a train/dpo config."""
+    from findap_nemo.config import load_config
+    from findap_nemo.config.loader import read_yaml
+
+    base = None
+    if path:
+        data = read_yaml(path)
+        keep = {"model", "parallel", "precision", "schedule", "cluster", "search", "dtype", "calibration",
+                "sequences_per_sample"}
+        base = {k: v for k, v in data.items() if k in keep}
+        if "dpo" in data:  # a DPO config: samples are (chosen, rejected) pairs, and DPO has no context parallelism
+            base.setdefault("sequences_per_sample", 2)
+            base.setdefault("search", {}).setdefault("context_parallel_sizes", [1])
+    return load_config(PlanJobConfig, None, overrides, base=base)
