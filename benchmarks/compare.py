@@ -61,7 +61,7 @@ def _mock_batches(shape: dict, step: int):
 
 def _megatron_stepper(shape: dict, before: bool):
     from findap_nemo.config import load_config
-    from findap_nemo.config.schema import TrainJobConfig
+    from findap_nemo.train.config import TrainJobConfig
     from findap_nemo.parallel import init_distributed
     from findap_nemo.train.run import build_datasets
     from findap_nemo.train.fused_adam import torch_adams

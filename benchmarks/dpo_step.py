@@ -46,7 +46,7 @@ def write_pairs(path: Path, n: int, words: int, seed: int = 0) -> None:
 def write_init(out: str, overrides: list[str]) -> None:
     """A randomly initialised checkpoint of the benchmark model (run as a subprocess: dist checkpointing spawns)."""
     from findap_nemo.config import load_config
-    from findap_nemo.config.schema import TrainJobConfig
+    from findap_nemo.train.config import TrainJobConfig
     from findap_nemo.model.builder import build_model
     from findap_nemo.parallel import destroy_distributed, init_distributed
     from findap_nemo.train.checkpointing import save_checkpoint

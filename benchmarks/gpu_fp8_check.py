@@ -67,7 +67,7 @@ def preflight() -> str | None:
 def one_run(args) -> int:
     """Child process: train ``--steps`` steps with the given overrides, write the per-step history as JSON."""
     from findap_nemo.config import load_config
-    from findap_nemo.config.schema import TrainJobConfig
+    from findap_nemo.train.config import TrainJobConfig
     from findap_nemo.parallel import destroy_distributed, init_distributed, is_rank0
     from findap_nemo.train.gpt_step import MockGPTDataset, make_gpt_forward_step
     from findap_nemo.train.trainer import Trainer

@@ -19,9 +19,9 @@ class Stage(NamedTuple):
 
 STAGES: dict[str, Stage] = {
     "data": Stage("findap_nemo.data.cli", "build the blended CPT+IT dataset (Megatron .bin/.idx + manifest) from a data recipe",
-                  "findap_nemo.data.recipe:DataRecipe"),
+                  "findap_nemo.data.config:DataRecipe"),
     "train": Stage("findap_nemo.train.cli", "joint CPT+IT training of a Llama-architecture GPT on megatron-core (TP/PP/SP/DP)",
-                   "findap_nemo.config.schema:TrainJobConfig"),
+                   "findap_nemo.train.config:TrainJobConfig"),
     "convert": Stage("findap_nemo.convert.cli", "convert checkpoints: gguf-to-hf, hf-to-mcore, mcore-to-hf",
                      "findap_nemo.convert.config:ConvertConfig"),
     "genrm": Stage("findap_nemo.genrm.cli", "sample solutions, judge them with a generative reward model (FAP/SCP), write preference pairs",

@@ -7,7 +7,7 @@ import pytest
 
 from findap_nemo import runtime
 from findap_nemo.config import ConfigError, load_config
-from findap_nemo.config.schema import TrainJobConfig
+from findap_nemo.train.config import TrainJobConfig
 from helpers import cli
 
 TINY = "configs/train/tiny_cpu.yaml"

@@ -12,7 +12,7 @@ import pytest
 
 from findap_nemo.config import load_config
 from findap_nemo.data.build import build
-from findap_nemo.data.recipe import DataRecipe
+from findap_nemo.data.config import DataRecipe
 from findap_nemo.data.sources import DataError
 
 QUIET = dict(log=lambda *_: None)

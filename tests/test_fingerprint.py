@@ -147,7 +147,7 @@ def test_eval_predictions_key_changes_with_model_files_and_examples(tmp_path):
 
 def test_data_build_source_key_changes_with_template(tmp_path):
     from findap_nemo.data.build import _fingerprint
-    from findap_nemo.data.recipe import DataRecipe, SourceConfig
+    from findap_nemo.data.config import DataRecipe, SourceConfig
 
     tok = _model_dir(tmp_path / "tok")
     src_file = tmp_path / "it.jsonl"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from findap_nemo.config import ConfigError, load_config
-from findap_nemo.config.schema import TrainJobConfig
+from findap_nemo.train.config import TrainJobConfig
 from findap_nemo.convert.hf_to_mcore import convert_hf_to_mcore
 from findap_nemo.convert.mcore_to_hf import convert_mcore_to_hf
 from findap_nemo.tokenizer import (TOKENIZER_FILES, document_bos_id, end_of_text_id, end_of_turn_token, load_tokenizer,
@@ -84,7 +84,7 @@ def test_data_build_refuses_a_tokenizer_without_chat_template(tmp_path, tiny_tok
     import shutil
 
     from findap_nemo.data.build import build
-    from findap_nemo.data.recipe import DataRecipe
+    from findap_nemo.data.config import DataRecipe
 
     bare = tmp_path / "bare_tok"
     shutil.copytree(tiny_tokenizer_dir, bare)

@@ -15,7 +15,7 @@ import pytest
 
 from findap_nemo import runtime
 from findap_nemo.config import ConfigError, load_config
-from findap_nemo.config.schema import TrainJobConfig
+from findap_nemo.train.config import TrainJobConfig
 from findap_nemo.dpo.config import DPOJobConfig
 from findap_nemo.plan.config import load_plan_config
 from findap_nemo.plan.run import configured_layout, shape_kwargs

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from findap_nemo.config import load_config
-from findap_nemo.config.schema import TrainJobConfig
+from findap_nemo.train.config import TrainJobConfig
 from findap_nemo.plan.layout import Layout
 from findap_nemo.plan.memory import estimate_memory
 from tests.helpers import cli, torchrun

@@ -157,7 +157,7 @@ def _load_tp1(ckpt):
     code = f"""
 import torch, sys
 from findap_nemo.config import load_config
-from findap_nemo.config.schema import TrainJobConfig
+from findap_nemo.train.config import TrainJobConfig
 from findap_nemo.model.builder import build_model
 from findap_nemo.parallel import init_distributed
 from findap_nemo.train.checkpointing import load_checkpoint

@@ -133,15 +133,6 @@ class LoggingConfig:
     progress_bar: bool = True  # tqdm bar on rank 0
 
 
-@dataclass
-class TrainDataConfig:
-    manifest: Optional[str] = None  # the data stage's manifest.json
-    mock: bool = False  # synthetic tokens (benchmarks, smoke tests)
-    num_workers: int = 0
-    reset_position_ids: bool = True  # positions restart at each packed document
-    reset_attention_mask: bool = False  # per-document attention isolation (GPU, TE THD) ; CPU uses a dense mask
-
-
 def _world_size() -> int:
     """torchrun's WORLD_SIZE, else srun's SLURM_NTASKS (one task per GPU), else 1."""
     return int(os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS") or 1)
@@ -303,23 +294,3 @@ class MegatronJobConfig:
     def validate_sections(self, world_size: int | None = None) -> Problems:
         return validate_training(self.model, self.parallel, self.precision, self.optim, self.schedule, world_size,
                                  self.checkpoint)
-
-
-@dataclass
-class TrainJobConfig(MegatronJobConfig):
-    """`findap-nemo train`: joint CPT+IT training."""
-
-    data: TrainDataConfig = field(default_factory=TrainDataConfig)
-
-    def validate(self, world_size: int | None = None) -> None:
-        p = self.validate_sections(world_size)
-        p.check(self.data.mock or bool(self.data.manifest), "data.manifest", self.data.manifest,
-                "give the data stage's manifest.json (findap-nemo data ...) or set data.mock=true")
-        if self.data.reset_attention_mask:
-            p.check(not use_te(self.model), "data.reset_attention_mask", True,
-                    "per-document attention isolation is implemented as a dense mask for megatron's local layers; "
-                    "with Transformer Engine set it to false (positions still reset) or model.transformer_impl=local")
-        if self.data.manifest and not self.data.mock:
-            p.check(os.path.isfile(self.data.manifest), "data.manifest", self.data.manifest,
-                    "file not found; build it with `findap-nemo data --config <recipe>`")
-        p.raise_if_any()

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from findap_nemo.data.recipe import DataRecipe
+from findap_nemo.data.config import DataRecipe
 from findap_nemo.fingerprint import digest, file_states, tokenizer_identity
 
 MANIFEST_VERSION = 1

@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from findap_nemo.config import config_yaml, load_config
     from findap_nemo.data.build import build
-    from findap_nemo.data.recipe import DataRecipe
+    from findap_nemo.data.config import DataRecipe
     from findap_nemo.data.sources import DataError
 
     overrides = list(args.overrides) + (["skip_bad=true"] if args.skip_bad else [])

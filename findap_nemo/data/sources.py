@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterator
 
-from findap_nemo.data.recipe import SourceConfig
+from findap_nemo.data.config import SourceConfig
 from findap_nemo.files import BadLine, jsonl_lines
 
 

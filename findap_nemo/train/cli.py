@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from findap_nemo.config.schema import TrainJobConfig
+    from findap_nemo.train.config import TrainJobConfig
     from findap_nemo.train import run as stage
     from findap_nemo.train.job import load_job, run_job
 

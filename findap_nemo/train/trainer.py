@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from findap_nemo.checkpoint_layout import latest_checkpoint
-from findap_nemo.config.schema import TrainJobConfig
+from findap_nemo.train.config import TrainJobConfig
 from findap_nemo.parallel import is_rank0, print_rank0
 from findap_nemo.runtime import EXIT_REQUEUE, has_cuda
 from findap_nemo.train import checkpointing

@@ -6,7 +6,7 @@ usage: python init_checkpoint.py OUT_DIR [dotted overrides for configs/train/tin
 import sys
 
 from findap_nemo.config import load_config
-from findap_nemo.config.schema import TrainJobConfig
+from findap_nemo.train.config import TrainJobConfig
 from findap_nemo.model.builder import build_model
 from findap_nemo.parallel import destroy_distributed, init_distributed
 from findap_nemo.train.checkpointing import save_checkpoint

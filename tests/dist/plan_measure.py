@@ -14,7 +14,7 @@ def main() -> None:
     from megatron.core import parallel_state
 
     from findap_nemo.config import load_config
-    from findap_nemo.config.schema import TrainJobConfig
+    from findap_nemo.train.config import TrainJobConfig
     from findap_nemo.parallel import init_distributed
     from findap_nemo.plan.measure import measure_training_memory
 
