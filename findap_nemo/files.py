@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
+from findap_nemo.errors import ConfigError
+
 
 def temp_path(path: str | os.PathLike) -> Path:
     """Where ``path`` is written before the rename: beside it (same file system), hidden, owned by this process."""
@@ -82,12 +84,6 @@ def jsonl_lines(path: str | os.PathLike, *, objects: bool = True,
             yield lineno, where, row
 
 
-def _config_error(message: str) -> Exception:
-    from findap_nemo.config import ConfigError  # lazily: the config package pulls in omegaconf
-
-    return ConfigError(message)
-
-
 def read_json(path: str | os.PathLike, *, missing_ok: bool = False) -> Any:
     """A JSON file's value (``None`` for a missing file with ``missing_ok``); a file that is missing or not JSON is
     a ConfigError naming it, with the line and column."""
@@ -95,13 +91,13 @@ def read_json(path: str | os.PathLike, *, missing_ok: bool = False) -> Any:
     if not path.is_file():
         if missing_ok:
             return None
-        raise _config_error(f"{path}: not found")
+        raise ConfigError(f"{path}: not found")
     try:
         return json.loads(path.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError as err:
-        raise _config_error(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+        raise ConfigError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
     except json.JSONDecodeError as err:
-        raise _config_error(f"{path} line {err.lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
+        raise ConfigError(f"{path} line {err.lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
 
 
 def read_jsonl(path: str | os.PathLike, *, missing_ok: bool = False, torn_tail_ok: bool = False) -> list[dict]:
@@ -111,11 +107,11 @@ def read_jsonl(path: str | os.PathLike, *, missing_ok: bool = False, torn_tail_o
     if missing_ok and not Path(path).is_file():
         return []
     if not Path(path).is_file():
-        raise _config_error(f"{path}: not found")
+        raise ConfigError(f"{path}: not found")
     rows: list[Any] = [row for _, _, row in jsonl_lines(path)]
     if torn_tail_ok and rows and isinstance(rows[-1], BadLine):
         rows.pop()
     bad = next((r for r in rows if isinstance(r, BadLine)), None)
     if bad is not None:
-        raise _config_error(str(bad))
+        raise ConfigError(str(bad))
     return rows

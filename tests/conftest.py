@@ -50,10 +50,3 @@ def dist1():
     init_distributed(ParallelConfig(), seed=0)
     yield
 
-
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`-n 2 --dist loadgroup`), every SLURM test runs in one worker, so the session's local
-    cluster is started once and the jobs of two tests never compete for its nodes."""
-    for item in items:
-        if item.get_closest_marker("slurm"):
-            item.add_marker(pytest.mark.xdist_group("slurm"))

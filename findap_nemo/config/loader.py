@@ -13,18 +13,12 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from findap_nemo.errors import ConfigError
+
 T = TypeVar("T")
 
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
 """The repository's ``configs/`` folder (model presets live in ``configs/model/<name>.yaml``)."""
-
-
-class ConfigError(ValueError):
-    """A config problem a user can fix: names the key, the value and what to do."""
-
-    def __init__(self, problems: Iterable[str] | str):
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        super().__init__("\n".join(f"  - {p}" for p in self.problems))
 
 
 class Problems:
