@@ -31,23 +31,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _list_tasks(overrides: list[str]) -> int:
-    from findap_nemo.eval.registry import load_registry, load_source
-    from findap_nemo.eval.runner import _registry_paths
-
-    paths = [o.split("=", 1)[1] for o in overrides if o.startswith("registry=")]
     import yaml
 
+    from findap_nemo.eval.registry import load_registry, task_table
+
+    paths = [o.split("=", 1)[1] for o in overrides if o.startswith("registry=")]
     chosen = yaml.safe_load(paths[-1]) if paths else ["configs/eval/tasks"]
-    reg = load_registry(_registry_paths([chosen] if isinstance(chosen, str) else chosen))
-    print(f"{'task':24} {'category':22} {'type':16} {'method':9} {'metric':16} examples  source")
-    for t in reg.values():
-        src = t.source.path or f"{t.source.dataset}:{t.source.subset or ''}:{t.source.split}"
-        try:
-            n = str(len(load_source(t.source, t.file, what=t.name))) if t.source.path else "?"
-        except Exception:  # a missing file is reported, not fatal, when listing
-            n = "missing"
-        method = t.mc_method if t.type == "multiple_choice" else "generate"
-        print(f"{t.name:24} {t.category:22} {t.type:16} {method:9} {t.primary:16} {n:>8}  {src}")
+    sys.stdout.write(task_table(load_registry([chosen] if isinstance(chosen, str) else chosen)))
     return 0
 
 

@@ -193,10 +193,20 @@ def _yaml_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return files
 
 
+def registry_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """A registry path as given (``~`` expanded) when it exists or is absolute, else from the repository (the shipped
+    configs/eval/tasks, also from an installed copy)."""
+    out = []
+    for p in paths:
+        q = Path(os.path.expanduser(str(p)))
+        out.append(q if q.is_absolute() or q.exists() else REPO_ROOT / q)
+    return out
+
+
 def load_registry(paths: Iterable[str | os.PathLike] | None = None) -> dict[str, TaskSpec]:
     """All tasks declared in the given YAML files/folders (default: configs/eval/tasks), by name."""
     tasks: dict[str, TaskSpec] = {}
-    for f in _yaml_files(paths or [DEFAULT_REGISTRY]):
+    for f in _yaml_files(registry_paths(paths) if paths else [DEFAULT_REGISTRY]):
         data = read_yaml(f)
         items = data.get("tasks") if isinstance(data, dict) and "tasks" in data else [data]
         for i, item in enumerate(items or []):
@@ -352,3 +362,18 @@ def iter_eval_texts(task_or_paths: Any, registry: Iterable[str | os.PathLike] | 
                 for key in keys:
                     if key in row:
                         yield from _texts_of(row[key])
+
+
+def task_table(registry: dict[str, TaskSpec]) -> str:
+    """`findap-nemo eval --list-tasks`: one line per task with its category, type, method, metric, example count
+    (``missing`` when its file is not there) and source."""
+    lines = [f"{'task':24} {'category':22} {'type':16} {'method':9} {'metric':16} examples  source"]
+    for t in registry.values():
+        src = t.source.path or f"{t.source.dataset}:{t.source.subset or ''}:{t.source.split}"
+        try:
+            n = str(len(load_source(t.source, t.file, what=t.name))) if t.source.path else "?"
+        except Exception:  # a missing file is reported, not fatal, when listing
+            n = "missing"
+        method = t.mc_method if t.type == "multiple_choice" else "generate"
+        lines.append(f"{t.name:24} {t.category:22} {t.type:16} {method:9} {t.primary:16} {n:>8}  {src}")
+    return "\n".join(lines) + "\n"

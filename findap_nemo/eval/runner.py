@@ -25,7 +25,7 @@ from findap_nemo.config import config_to_dict, load_config
 from findap_nemo.eval.bootstrap import add_intervals, chance_level
 from findap_nemo.eval.config import EvalConfig
 from findap_nemo.eval.prompts import encode_continuation, encode_messages
-from findap_nemo.eval.registry import REPO_ROOT, TaskSpec, load_examples, load_registry, select_tasks
+from findap_nemo.eval.registry import TaskSpec, load_examples, load_registry, select_tasks
 from findap_nemo.eval.metrics import summarize
 from findap_nemo.eval.scoring import Prepared, aggregate, invalid_record, prepare, score_generation, score_loglik
 from findap_nemo.fingerprint import digest, tokenizer_identity, weights_identity
@@ -43,14 +43,6 @@ def as_config(cfg: Any, overrides: Iterable[str] = ()) -> EvalConfig:
     if isinstance(cfg, dict):
         return load_config(EvalConfig, None, overrides, base=cfg)
     return load_config(EvalConfig, cfg, overrides)
-
-
-def _registry_paths(paths: list[str]) -> list[Path]:
-    out = []
-    for p in paths:
-        q = Path(os.path.expanduser(p))
-        out.append(q if q.is_absolute() or q.exists() else REPO_ROOT / q)
-    return out
 
 
 SCORING_VERSION = 2  # bump when answer reading or scoring changes: stored predictions are re-scored, not reused
@@ -249,7 +241,7 @@ def run_eval(cfg: Any, overrides: Iterable[str] = ()) -> dict:
     from findap_nemo.eval.report import results_markdown, write_comparison
 
     cfg = as_config(cfg, overrides)
-    registry = load_registry(_registry_paths(cfg.registry))
+    registry = load_registry(cfg.registry)
     tasks = select_tasks(registry, cfg.tasks)
     unknown = sorted(set(cfg.task_limits) - {t.name for t in tasks})
     if unknown:
