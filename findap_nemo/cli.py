@@ -110,9 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(stage if stage in STAGES else None)
     args, extra = parser.parse_known_args(argv)
     # argparse fills a positional list once: dotted overrides after a flag (`--config x.yaml a=1 --print-config b=2`)
-    # come back unparsed; they are still overrides. Anything else unknown is an error, as argparse would say.
-    late = [a for a in extra if "=" in a and not a.startswith("-")]
-    unknown = [a for a in extra if a not in late]
+    # come back unparsed; they are still overrides, and so is everything after `--` (`slurm submit ... -- <stage
+    # command>`). Anything else unknown is an error, as argparse would say.
+    cut = extra.index("--") if "--" in extra else len(extra)
+    late = [a for a in extra[:cut] if "=" in a and not a.startswith("-")]
+    unknown = [a for a in extra[:cut] if a not in late]
+    late += extra[cut:]
     if unknown or (late and not hasattr(args, "overrides")):
         parser.error(f"unrecognized arguments: {' '.join(unknown or late)}")
     if late:

@@ -125,6 +125,13 @@ def test_layout_checked_against_ranks(tmp_path):
         load(tmp_path, {**H100, "job": train_job(resources={"tasks_per_node": 3})})
     with pytest.raises(ConfigError, match=r"global_batch_size=32 .* micro_batch_size x DP = 1 x 12"):
         load(tmp_path, {**H100, "job": train_job(resources={"nodes": 3})})
+    # the job's own schedule/parallel overrides are what the ranks will run with
+    with pytest.raises(ConfigError, match=r"global_batch_size=20 .* micro_batch_size x DP = 1 x 16"):
+        load(tmp_path, {**H100, "job": train_job(resources={"nodes": 4}, overrides=["checkpoint.save=${run_dir}/ckpt", "schedule.global_batch_size=20"])})
+    load(tmp_path, {**H100, "job": train_job(resources={"nodes": 3}, overrides=["checkpoint.save=${run_dir}/ckpt", "schedule.global_batch_size=48"])})
+    with pytest.raises(ConfigError, match=r"needs a multiple of TP x PP x CP = 4x1x1 = 4 ranks"):
+        load(tmp_path, {**H100, "job": train_job(resources={"nodes": 3, "tasks_per_node": 2},
+                                                 overrides=["parallel.tensor_model_parallel_size=4"])})
 
 
 def test_job_problems_name_their_keys(tmp_path):

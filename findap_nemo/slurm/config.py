@@ -347,7 +347,7 @@ def validate_resources(p: Problems, cfg: SlurmConfig, res: ResourcesConfig, pref
 def check_layout(p: Problems, key: str, job: JobSpec, res: ResourcesConfig) -> None:
     """Megatron stages: nodes x tasks must be a multiple of TP x PP x CP (caught here, not after hours in the queue).
 
-    Reads only the ``parallel``/``train`` keys of the stage's YAML and overrides (the full stage validation needs the
+    Reads only the ``parallel``/``schedule`` keys of the stage's YAML and overrides (the full stage validation needs the
     GPU node: it checks CUDA and Transformer Engine)."""
     import yaml
     from omegaconf import OmegaConf
@@ -356,7 +356,7 @@ def check_layout(p: Problems, key: str, job: JobSpec, res: ResourcesConfig) -> N
         with open(job.config, encoding="utf-8") as f:
             data = yaml.safe_load(f) or {}
         conf = OmegaConf.merge(OmegaConf.create(data), OmegaConf.from_dotlist(
-            [o for o in job.overrides if "=" in o and o.split("=", 1)[0].startswith(("parallel.", "train."))]))
+            [o for o in job.overrides if "=" in o and o.split("=", 1)[0].startswith(("parallel.", "schedule."))]))
     except Exception:  # the stage reports its own config errors with more context
         return
     par = conf.get("parallel") or {}
@@ -381,5 +381,6 @@ def check_layout(p: Problems, key: str, job: JobSpec, res: ResourcesConfig) -> N
     dp = world // model_par
     if gbs is not None and int(gbs) % (mbs * dp):
         p.add(f"{key}.resources", f"{world} ranks (data-parallel {dp})",
-              f"schedule.global_batch_size={gbs} of {job.config} must be divisible by micro_batch_size x DP = "
+              f"schedule.global_batch_size={gbs} ({job.config} and the job's overrides) must be divisible by "
+              f"micro_batch_size x DP = "
               f"{mbs} x {dp}; change nodes or the batch sizes (job overrides)")
