@@ -98,12 +98,14 @@ def test_seeded_samples_do_not_depend_on_batch_mates(tiny_hf_model_dir):
     assert any(c.finished for p in dropped for c in p) and not all(c.finished for p in dropped for c in p)
 
 
-def test_row_seeded_sampler_draws_from_the_tempered_top_p_distribution():
+@pytest.mark.parametrize("vocab", [5, 4096])  # one sort of a small vocabulary; top-k candidates of a large one
+def test_row_seeded_sampler_draws_from_the_tempered_top_p_distribution(vocab):
     from findap_nemo.inference.hf import RowSeededSampler
 
-    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, -3.0]])
+    logits = torch.full((1, vocab), -40.0)
+    logits[0, :5] = torch.tensor([2.0, 1.0, 0.5, -1.0, -3.0])
     temperature, top_p, draws = 0.7, 0.9, 4000
-    probs = torch.softmax(logits[0] / temperature, -1)
+    probs = torch.softmax(logits[0, :5] / temperature, -1)
     order = probs.argsort(descending=True)
     mass_before = probs[order].cumsum(0) - probs[order]
     kept = order[mass_before < top_p]
@@ -113,10 +115,33 @@ def test_row_seeded_sampler_draws_from_the_tempered_top_p_distribution():
     sampler = RowSeededSampler(list(range(draws)), temperature, top_p)
     out = sampler(None, logits.expand(draws, -1).clone())
     assert bool((torch.isfinite(out).sum(-1) == 1).all())  # exactly one token left per row
-    counts += torch.bincount(out.argmax(-1), minlength=5).float()
+    counts += torch.bincount(out.argmax(-1), minlength=vocab)[:5].float()
+    assert int(out.argmax(-1).max()) < 5
     freq = counts / draws
     assert float(freq[expected == 0].sum()) == 0.0  # nothing outside the nucleus
     torch.testing.assert_close(freq, expected, atol=0.03, rtol=0)  # ~4 standard errors at 4000 draws
+
+
+def test_row_seeded_sampler_rows_do_not_depend_on_the_batch():
+    """A row's token depends on its logits and its own stream only: drawn in a batch of narrow (top-k) and wide
+    (full-sort) nuclei, or alone, it is the same token, and it lies in its row's nucleus."""
+    from findap_nemo.inference.hf import RowSeededSampler
+
+    gen = torch.Generator().manual_seed(0)
+    vocab, top_p = 4096, 0.9
+    peaked, flat = torch.randn(vocab, generator=gen) * 6, torch.randn(vocab, generator=gen) * 0.05
+    logits = torch.stack([peaked, flat, peaked * 0.5, flat * 2] * 3)
+    n = logits.shape[0]
+    together = RowSeededSampler(list(range(100, 100 + n)), 1.0, top_p).draw(logits, range(n))
+    alone = [int(RowSeededSampler(list(range(100, 100 + n)), 1.0, top_p).draw(logits[k:k + 1], [k])[0])
+             for k in range(n)]
+    assert together.tolist() == alone
+    for k in range(n):
+        p = torch.softmax(logits[k], -1)
+        sorted_p, order = p.sort(descending=True)
+        nucleus = set(order[(sorted_p.cumsum(0) - sorted_p) < top_p].tolist())
+        assert alone[k] in nucleus
+    assert len(set(together[1::4].tolist())) > 1  # wide rows really sample (different streams, different tokens)
 
 
 @pytest.mark.parametrize("share", [True, False])

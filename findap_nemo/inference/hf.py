@@ -31,25 +31,42 @@ class RowSeededSampler:
 
     def draw(self, scores, rows):
         """The next token of each row of ``scores``; ``rows`` names each one's random stream (its row in the batch
-        the sampler was made for, which rows that stopped have left)."""
+        the sampler was made for, which rows that stopped have left). Vectorised over rows: only the one uniform
+        draw per row comes from that row's generator."""
         import torch
 
         probs = torch.softmax(scores.float() / self.temperature, dim=-1).cpu()
+        u = torch.stack([torch.rand((), generator=self.generators[int(r)], dtype=torch.float64) for r in rows])
+        if self.top_p >= 1.0:
+            return self._inverse_cdf(probs, u, None)
+        if probs.shape[-1] <= 4 * self.CANDIDATES:  # a small vocabulary: one sort costs less than top-k + sort
+            p, idx = probs.sort(dim=-1, descending=True, stable=True)
+            return self._inverse_cdf(p, u, idx)
+        # top-k first, a full sort only for rows whose nucleus is wider (a full sort of the vocabulary is slow on CPU)
+        top_p, top_i = probs.topk(self.CANDIDATES, dim=-1)
+        wide = (top_p.cumsum(-1) - top_p)[:, -1] < self.top_p  # the last candidate is still in the nucleus
+        if not bool(wide.any()):
+            return self._inverse_cdf(top_p, u, top_i)
         tokens = torch.empty(len(rows), dtype=torch.long)
-        if self.top_p < 1.0:  # top-k then full sort only where needed: a full sort of the vocabulary is slow on CPU
-            top_p, top_i = probs.topk(min(self.CANDIDATES, probs.shape[-1]), dim=-1)
-            wide = (top_p.cumsum(-1) - top_p)[:, -1] < self.top_p  # the last candidate is still in the nucleus
-        for k, row in enumerate(rows):
-            if self.top_p < 1.0:
-                p, idx = probs[k].sort(descending=True) if wide[k] else (top_p[k], top_i[k])
-                p = p[(p.cumsum(0) - p) < self.top_p]
-            else:
-                p, idx = probs[k], None
-            cum = p.double().cumsum(0)
-            u = torch.rand((), generator=self.generators[int(row)], dtype=torch.float64) * cum[-1]
-            j = min(int(torch.searchsorted(cum, u, right=True)), len(p) - 1)
-            tokens[k] = j if idx is None else int(idx[j])
+        narrow = ~wide
+        if bool(narrow.any()):
+            tokens[narrow] = self._inverse_cdf(top_p[narrow], u[narrow], top_i[narrow])
+        p, idx = probs[wide].sort(dim=-1, descending=True, stable=True)
+        tokens[wide] = self._inverse_cdf(p, u[wide], idx)
         return tokens
+
+    def _inverse_cdf(self, p, u, idx):
+        """Rows of probabilities ``p`` sorted descending (any order when top_p is 1), cut to the nucleus (a prefix,
+        as the mass before a token only grows), then token ``idx[j]`` for the first j whose cumulative mass passes
+        ``u`` x the nucleus mass."""
+        import torch
+
+        if self.top_p < 1.0:
+            p = p * ((p.cumsum(-1) - p) < self.top_p)
+        cum = p.double().cumsum(-1)
+        j = torch.searchsorted(cum, (u * cum[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
+        j = torch.minimum(j, (p > 0).sum(-1).clamp(min=1) - 1)  # float rounding at the top end stays in the nucleus
+        return j if idx is None else idx.gather(-1, j.unsqueeze(-1)).squeeze(-1)
 
     def __call__(self, input_ids, scores):
         """As a transformers logits processor: only the drawn token stays finite."""
