@@ -49,6 +49,12 @@ def test_registry_errors_name_file_and_key(tmp_path):
                    "promt: typo\n")
     with pytest.raises(ConfigError, match=r"bad.yaml.*unknown task keys \['promt'\]"):
         load_registry([bad])
+    bad.write_text("name: x\ncategory: finance\ntype: classification\nlabels: [a]\nsource: {pth: x.jsonl}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*unknown source \(path or dataset\) keys \['pth'\]"):
+        load_registry([bad])
+    bad.write_text("name: x\ncategory: finance\ntype: classification\nlabels: [a]\nsource: x.jsonl\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*source \(path or dataset\) must be a mapping, got 'x.jsonl'"):
+        load_registry([bad])
     bad.write_text("name: x\ncategory: finance\ntype: classification\nlabels: [a]\nsource: {path: x.jsonl}\n")
     with pytest.raises(ConfigError) as err:
         load_registry([bad])

@@ -145,22 +145,23 @@ _TASK_FIELDS = {f.name for f in dataclasses.fields(TaskSpec)}
 _SOURCE_FIELDS = {f.name for f in dataclasses.fields(SourceSpec)}
 
 
-def _source(value: Any, where: str) -> SourceSpec:
+def _mapping(value: Any, fields: set[str], where: str, what: str) -> dict:
+    """``value`` as a YAML mapping whose keys are all among ``fields`` (a typo is an error, not silently ignored)."""
     if not isinstance(value, dict):
-        raise ConfigError(f"{where}: source must be a mapping with path or dataset, got {value!r}")
-    unknown = set(value) - _SOURCE_FIELDS
+        raise ConfigError(f"{where}: {what} must be a mapping, got {value!r}")
+    unknown = set(value) - fields
     if unknown:
-        raise ConfigError(f"{where}: unknown source keys {sorted(unknown)}; known: {sorted(_SOURCE_FIELDS)}")
-    return SourceSpec(**value)
+        raise ConfigError(f"{where}: unknown {what} keys {sorted(unknown)}; known keys: {sorted(fields)}")
+    return value
+
+
+def _source(value: Any, where: str) -> SourceSpec:
+    return SourceSpec(**_mapping(value, _SOURCE_FIELDS, where, "source (path or dataset)"))
 
 
 def task_from_dict(data: dict, where: str) -> TaskSpec:
     """Build and validate a TaskSpec from a YAML mapping; unknown keys are errors, not silently ignored."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: a task must be a mapping, got {type(data).__name__}")
-    unknown = set(data) - _TASK_FIELDS
-    if unknown:
-        raise ConfigError(f"{where}: unknown task keys {sorted(unknown)}; known keys: {sorted(_TASK_FIELDS)}")
+    _mapping(data, _TASK_FIELDS, where, "task")
     missing = [k for k in ("name", "category", "type") if k not in data]
     if missing:
         raise ConfigError(f"{where}: missing required task keys {missing}")
