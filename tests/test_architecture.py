@@ -20,7 +20,7 @@ def _modules() -> dict[str, Path]:
 
 
 def _group(module: str) -> str:
-    """A module's package (``findap_nemo.eval.runner`` -> ``findap_nemo.eval``); top-level modules stand alone."""
+    """A module's package (``findap_nemo.eval.run`` -> ``findap_nemo.eval``); top-level modules stand alone."""
     parts = module.split(".")
     return ".".join(parts[:2])
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from findap_nemo.config import load_config
-from findap_nemo.data.build import build
+from findap_nemo.data.run import build
 from findap_nemo.data.config import DataRecipe
 from findap_nemo.data.sources import DataError
 
@@ -252,7 +252,7 @@ def test_overlong_conversations_dropped_or_truncated_and_counted(tiny_tokenizer_
 
 
 def test_interrupted_build_leaves_nothing_that_looks_complete(tiny_tokenizer_dir, corpus, tmp_path, monkeypatch):
-    import findap_nemo.data.build as b
+    import findap_nemo.data.run as b
 
     real = b._write
     calls = []

@@ -289,7 +289,7 @@ def test_costly_units_are_scheduled_first():
     """Workers take (model, task) units longest first: decoding budgets count, loglik tasks cost their prompts."""
     from findap_nemo.eval.registry import load_examples
     from findap_nemo.eval.config import EvalConfig
-    from findap_nemo.eval.runner import _unit_cost
+    from findap_nemo.eval.run import _unit_cost
 
     cfg = EvalConfig(tasks=["headline", "fin_ner", "arc_easy"])
     tasks = {t.name: t for t in select_tasks(load_registry([REPO / "configs/eval/tasks"]), cfg.tasks)}

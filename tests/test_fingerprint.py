@@ -129,7 +129,7 @@ def test_genrm_progress_key_changes_with_model_files(tmp_path):
 def test_eval_predictions_key_changes_with_model_files_and_examples(tmp_path):
     from findap_nemo.eval.config import EvalConfig
     from findap_nemo.eval.registry import load_registry
-    from findap_nemo.eval.runner import _fingerprint
+    from findap_nemo.eval.run import _fingerprint
 
     m = _model_dir(tmp_path / "m")
     task = load_registry()["fomc"]
@@ -146,7 +146,7 @@ def test_eval_predictions_key_changes_with_model_files_and_examples(tmp_path):
 
 
 def test_data_build_source_key_changes_with_template(tmp_path):
-    from findap_nemo.data.build import _fingerprint
+    from findap_nemo.data.run import _fingerprint
     from findap_nemo.data.config import DataRecipe, SourceConfig
 
     tok = _model_dir(tmp_path / "tok")

@@ -123,7 +123,7 @@ def test_server_loglik_and_greedy_answers_match_local_engine(served, tiny_hf_mod
 
 def test_eval_runs_a_model_through_its_server(served, tiny_hf_model_dir, tmp_path):
     """`servers: {name: {url}}` in the eval config: the same scores and predictions as the local engine."""
-    from findap_nemo.eval.runner import run_eval
+    from findap_nemo.eval.run import run_eval
 
     _, url, bodies = served
     base = {"models": {"m": str(tiny_hf_model_dir)}, "tasks": ["fpb_sentiment", "arc_easy"], "limit": 3,

@@ -83,7 +83,7 @@ def test_cpt_and_chat_encoding_use_the_models_own_tokens(fmt, chatml_dir, tiny_t
 def test_data_build_refuses_a_tokenizer_without_chat_template(tmp_path, tiny_tokenizer_dir):
     import shutil
 
-    from findap_nemo.data.build import build
+    from findap_nemo.data.run import build
     from findap_nemo.data.config import DataRecipe
 
     bare = tmp_path / "bare_tok"

@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from findap_nemo.config import config_yaml, load_config
-    from findap_nemo.data.build import build
+    from findap_nemo.data.run import build
     from findap_nemo.data.config import DataRecipe
     from findap_nemo.data.sources import DataError
 

@@ -7,6 +7,6 @@ Hugging Face or vLLM backend, scored per task and per category, and compared acr
     results = run_eval(cfg)  # cfg: EvalConfig, a dict, or a YAML path
 """
 
-from findap_nemo.eval.runner import run_eval
+from findap_nemo.eval.run import run_eval
 
 __all__ = ["run_eval"]

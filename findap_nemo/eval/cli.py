@@ -74,7 +74,7 @@ def run(args) -> int:
         return 0
     from findap_nemo.config import config_yaml, load_config
     from findap_nemo.eval.config import EvalConfig
-    from findap_nemo.eval.runner import run_eval
+    from findap_nemo.eval.run import run_eval
 
     cfg = load_config(EvalConfig, args.config, _list_overrides(args.overrides))
     if args.print_config:
