@@ -14,11 +14,12 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from findap_nemo.errors import ConfigError
+from findap_nemo.shipped import ROOT
 
 T = TypeVar("T")
 
-CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
-"""The repository's ``configs/`` folder (model presets live in ``configs/model/<name>.yaml``)."""
+CONFIGS_DIR = ROOT / "configs"
+"""The shipped ``configs/`` folder (model presets live in ``configs/model/<name>.yaml``)."""
 
 
 class Problems:

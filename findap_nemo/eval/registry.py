@@ -20,9 +20,9 @@ from typing import Any, Iterable, Iterator, Optional
 from findap_nemo.config import ConfigError, Problems
 from findap_nemo.config.loader import read_yaml
 from findap_nemo.files import BadLine, jsonl_lines
+from findap_nemo.shipped import ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_REGISTRY = REPO_ROOT / "configs" / "eval" / "tasks"
+DEFAULT_REGISTRY = ROOT / "configs" / "eval" / "tasks"
 
 TASK_TYPES = ("classification", "multiple_choice", "numeric", "ner", "instruction", "exact_match", "summarization")
 CATEGORIES = ("unseen_similar", "novel_concepts", "novel_finance", "reasoning", "instruction_following", "general")
@@ -200,7 +200,7 @@ def registry_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
     out = []
     for p in paths:
         q = Path(os.path.expanduser(str(p)))
-        out.append(q if q.is_absolute() or q.exists() else REPO_ROOT / q)
+        out.append(q if q.is_absolute() or q.exists() else ROOT / q)
     return out
 
 
@@ -247,7 +247,7 @@ def resolve_path(path: str, task_file: Optional[str] = None) -> Path:
     p = Path(os.path.expandvars(os.path.expanduser(path)))
     if p.is_absolute():
         return p
-    bases = ([Path(task_file).parent] if task_file else []) + [Path.cwd(), REPO_ROOT]
+    bases = ([Path(task_file).parent] if task_file else []) + [Path.cwd(), ROOT]
     for b in bases:
         if (b / p).exists():
             return b / p

@@ -8,17 +8,17 @@ from typing import ClassVar, List, Optional
 
 from findap_nemo.config import Problems
 from findap_nemo.inference.config import BackendConfig, ServerSpec
+from findap_nemo.shipped import ROOT
 
 SCP_TARGETS = ("rejected", "all")
-REPO = Path(__file__).resolve().parents[2]
 
 
 def resolve_path(path: str) -> Path:
-    """A relative path is taken from the working directory, else from the repository (shipped templates)."""
+    """A relative path is taken from the working directory, else from the shipped files (templates, sample prompts)."""
     p = Path(path)
-    if p.is_absolute() or p.exists() or not (REPO / p).exists():
+    if p.is_absolute() or p.exists() or not (ROOT / p).exists():
         return p
-    return REPO / p
+    return ROOT / p
 
 
 @dataclass
