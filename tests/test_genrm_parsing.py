@@ -126,7 +126,7 @@ def test_read_prompts_and_errors(tmp_path):
 
 
 def test_templates_fill_and_shipped_samples():
-    from findap_nemo.genrm.config import REPO
+    from helpers import REPO
 
     t = Templates(REPO / "configs/genrm/prompts/solve.txt", REPO / "configs/genrm/prompts/fap.txt",
                   REPO / "configs/genrm/prompts/scp.txt")

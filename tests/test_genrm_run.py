@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from findap_nemo.config import ConfigError, load_config
-from findap_nemo.genrm.config import REPO, GenRMConfig
+from findap_nemo.genrm.config import GenRMConfig
+from helpers import REPO
 from findap_nemo.inference.base import Completion
 from findap_nemo.inference.hf import HFEngine
 from findap_nemo.genrm.run import GenRMRun

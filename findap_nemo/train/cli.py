@@ -10,7 +10,6 @@ with code 75 so a SLURM job can requeue itself.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from findap_nemo.launch import add_launch_arguments
 
@@ -24,15 +23,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from findap_nemo.train.config import TrainJobConfig
     from findap_nemo.train import run as stage
+    from findap_nemo.train.config import TrainJobConfig
     from findap_nemo.train.job import load_job, run_job
 
     cfg = load_job(TrainJobConfig, args, check=stage.check_vocab)
     if cfg is None:
         return 0
     return run_job(cfg, args, lambda: stage.build_trainer(cfg))
-
-
-if __name__ == "__main__":
-    sys.exit(run(argparse.Namespace(**vars(argparse.ArgumentParser().parse_args()))))
