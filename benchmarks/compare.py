@@ -127,6 +127,10 @@ def child(impl: str, shape_name: str, warmup: int, steps: int) -> dict:
     import torch
 
     torch.set_num_threads(1)
+    if impl != "hf":  # as the findap-nemo CLI does before importing megatron-core
+        from findap_nemo.deferred_compile import defer_torch_compile
+
+        defer_torch_compile()
     shape = SHAPES[shape_name]
     t0 = time.process_time()
     step, params = _hf_stepper(shape) if impl == "hf" else _megatron_stepper(shape, before=impl.endswith("before"))

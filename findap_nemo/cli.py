@@ -83,6 +83,9 @@ def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
 SIGNAL_CHECKPOINT_STAGES = {"train", "dpo"}
 """Stages that answer SIGTERM/SIGUSR1 with a checkpoint and exit 75 (the signal is noted from the very start)."""
 
+MEGATRON_STAGES = {"data", "train", "convert", "dpo", "plan"}
+"""Stages whose processes import megatron-core: torch.compile is deferred first (see deferred_compile.py)."""
+
 # Known, harmless notices from megatron-core on machines without apex/TE, and deprecations inside torch that
 # megatron-core's checkpointing and distributed optimizer trigger (nothing a user can act on; each rank printed them
 # on every save and step); hidden so real warnings stand out.
@@ -131,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         from findap_nemo.supervise import install_preemption_flag
 
         install_preemption_flag()
+    if args.stage in MEGATRON_STAGES and not getattr(args, "print_config", False):
+        from findap_nemo.deferred_compile import defer_torch_compile
+
+        defer_torch_compile()
     module = importlib.import_module(STAGES[args.stage].module)
     try:
         return int(module.run(args) or 0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import shutil
 import time
 from pathlib import Path
@@ -106,12 +107,30 @@ def _barrier() -> None:
         torch.distributed.barrier()
 
 
+def _write_results_in_process() -> None:
+    """Hand megatron's checkpoint writer an in-process queue for its results.
+
+    Saves here are synchronous: the writer's worker processes report to the saving process itself. Left alone,
+    megatron keeps those results in a ``multiprocessing.Manager`` started by *spawn*, a fresh interpreter that
+    imports torch to unpickle them: ~3 s (wall and CPU) on each process's first save, and a helper that SLURM's
+    preemption SIGTERM reaches too, after which every later save fails with BrokenPipe. A plain ``queue.Queue``
+    has the ``put``/``get_nowait`` the writer uses (megatron-core 0.16-0.19: ``filesystem_async._results_queue``).
+    """
+    try:
+        from megatron.core.dist_checkpointing.strategies import filesystem_async
+    except ImportError:
+        return
+    if getattr(filesystem_async, "_results_queue", object()) is None:
+        filesystem_async._results_queue = queue.Queue()
+
+
 def save_checkpoint(root: str | os.PathLike, iteration: int, model_chunks, optimizer=None, scheduler=None,
                     extra: dict | None = None, keep_last: int | None = None,
                     optimizer_sharding: str = OPTIMIZER_SHARDING) -> Path:
     """Save on every rank; returns the final checkpoint folder. ``extra`` holds small common state (rank 0's)."""
     from megatron.core import dist_checkpointing
 
+    _write_results_in_process()
     root = Path(root)
     final = iter_dir(root, iteration)
     rank0 = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0

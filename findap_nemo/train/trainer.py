@@ -98,26 +98,6 @@ class _SignalFlag:
             signal.signal(sig, handler)
 
 
-def _start_checkpoint_helpers_immune_to_preemption() -> None:
-    """megatron's checkpoint writer keeps a spawned ``multiprocessing.Manager`` for its results. SLURM delivers a
-    preemption/scancel SIGTERM to every process of the job; if that helper dies, this save and every later one fail
-    (BrokenPipe) and the run cannot checkpoint before it is killed. Start the helper once with SIGTERM/SIGUSR1
-    ignored (an ignored disposition survives exec), so only the ranks themselves react to those signals."""
-    try:
-        from megatron.core.dist_checkpointing.strategies import filesystem_async
-    except ImportError:
-        return
-    start = getattr(filesystem_async, "_get_write_results_queue", None)
-    if start is None or getattr(filesystem_async, "_results_queue", None) is not None:
-        return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGUSR1)}
-    try:
-        start()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def _device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if has_cuda() else torch.device("cpu")
 
@@ -349,7 +329,6 @@ class Trainer:
             return
         t = time.time()
         extra = {"consumed": self.consumed}  # identical on every rank (megatron checks the common state)
-        _start_checkpoint_helpers_immune_to_preemption()
         path = checkpointing.save_checkpoint(self.cfg.checkpoint.save, self.iteration, self.model,
                                              self.optimizer if self.cfg.checkpoint.save_optimizer else None,
                                              self.scheduler, extra=extra, keep_last=self.cfg.checkpoint.keep_last,

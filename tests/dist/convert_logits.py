@@ -6,6 +6,10 @@ parallel). For checkpoint number c and layout TPxPP it writes OUT_DIR/c_TPxPP.pt
 {"tokens": [b, s], "logits": [b, s, vocab_size]} (vocab padding removed), from the last pipeline stage.
 """
 
+from findap_nemo.deferred_compile import defer_torch_compile
+
+defer_torch_compile()  # before megatron-core is imported: start-up cost (see findap_nemo/deferred_compile.py)
+
 import sys
 from pathlib import Path
 

@@ -3,6 +3,10 @@
     torchrun --nproc-per-node 2 tests/dist/plan_measure.py
 """
 
+from findap_nemo.deferred_compile import defer_torch_compile
+
+defer_torch_compile()  # before megatron-core is imported: start-up cost (see findap_nemo/deferred_compile.py)
+
 import dataclasses
 import json
 import sys

@@ -3,6 +3,10 @@
 usage: python reshard.py SRC_DIR OUT_DIR [dotted overrides]
 """
 
+from findap_nemo.deferred_compile import defer_torch_compile
+
+defer_torch_compile()  # before megatron-core is imported: start-up cost (see findap_nemo/deferred_compile.py)
+
 import sys
 
 from findap_nemo.config import load_config
@@ -11,7 +15,7 @@ from findap_nemo.model.builder import build_model
 from findap_nemo.parallel import destroy_distributed, init_distributed
 from findap_nemo.train.checkpointing import load_checkpoint, save_checkpoint
 
-# dist_checkpointing forks writer processes with 'spawn', which re-imports this file: guard the work.
+# process helpers started by 'spawn' re-import this file: guard the work.
 if __name__ == "__main__":
     src, out, overrides = sys.argv[1], sys.argv[2], sys.argv[3:]
     cfg = load_config(TrainJobConfig, "configs/train/tiny_cpu.yaml", overrides)
