@@ -45,6 +45,14 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _which(name: str) -> str | None:
     return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
 
@@ -183,14 +191,21 @@ class LocalSlurm:
             raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
 
     def stop(self) -> None:
-        """Cancel this cluster's jobs, then stop slurmd, slurmctld and munged by the PIDs in their PID files."""
+        """Cancel this cluster's jobs, then stop the slurmds and slurmctld together (each takes ~2 s to exit) and
+        munged last, by the PIDs in their PID files."""
         if self._pids.get("slurmctld"):
             out = subprocess.run(["squeue", "-h", "-o", "%i"], env=self.env(), capture_output=True, text=True)
             ids = out.stdout.split()
             if ids:
                 subprocess.run(["scancel", *ids], env=self.env(), capture_output=True)
                 time.sleep(2)
-        for name in [f"slurmd-{n}" for n in self.nodes] + ["slurmctld", "munged"]:
+        self._terminate([f"slurmd-{n}" for n in self.nodes] + ["slurmctld"])
+        self._terminate(["munged"])
+
+    def _terminate(self, names: list[str], wait: float = 10.0) -> None:
+        """SIGTERM the named daemons at once; SIGKILL those still running after ``wait`` seconds."""
+        pids = []
+        for name in names:
             pid_file = self._pids.pop(name, None)
             if pid_file is None or not pid_file.is_file():
                 continue
@@ -199,17 +214,16 @@ class LocalSlurm:
                 os.kill(pid, signal.SIGTERM)
             except (ValueError, ProcessLookupError, IndexError):
                 continue
-            for _ in range(100):
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.1)
-            else:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            pids.append(pid)
+        deadline = time.time() + wait
+        while pids and time.time() < deadline:
+            pids = [pid for pid in pids if _alive(pid)]
+            time.sleep(0.1)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     # ------------------------------------------------------------------ node failure
     def _node_tasks(self, node: str) -> list[int]:

@@ -4,6 +4,7 @@ the eval task registry and the GenRM templates resolve from any working director
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -15,10 +16,17 @@ from helpers import REPO
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """The wheel built from this checkout, installed (without dependencies: the test environment has them) into a
-    folder that goes first on PYTHONPATH."""
+    """The wheel built from a copy of this checkout, installed (without dependencies: the test environment has them)
+    into a folder that goes first on PYTHONPATH. pip builds in the source tree (build/, *.egg-info): building a copy
+    keeps the checkout untouched while another install (CI's second leg) may be writing there."""
     root = tmp_path_factory.mktemp("install")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(root / "dist"), str(REPO)],
+    source = root / "source"
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, source / name)
+    for name in ("findap_nemo", "configs", "samples"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "_shipped"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(root / "dist"), str(source)],
                    check=True, capture_output=True, timeout=900, cwd=root)
     wheel = next((root / "dist").glob("findap_nemo-*.whl"))
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(root / "site"),
