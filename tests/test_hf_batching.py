@@ -166,6 +166,24 @@ def test_decode_with_rows_leaving_matches_greedy_generate(model_and_tok, share):
     assert got == expected
     assert len({len(g) for g in got}) >= 3 and min(len(g) for g in got) < 12  # rows really stopped apart
     assert decode(model, batch(), 1, stops) == [e[:1] for e in expected]
+    # each prompt prefilled once, decoded twice: its copies are the rows a batch with it twice would give
+    assert decode(model, batch(), 12, stops, repeat=2) == [g for g in expected for _ in range(2)]
+
+
+def test_repeated_rows_draw_from_their_own_streams(model_and_tok):
+    """decode(repeat=n) with per-row streams samples what decoding each prompt n times over gives."""
+    from findap_nemo.inference.hf import RowSeededSampler
+    from findap_nemo.inference.hf_batching import decode
+
+    model, tok = model_and_tok
+    seqs = _prompts(tok)
+    seeds = list(range(100, 100 + 3 * len(seqs)))
+    sampler = lambda: RowSeededSampler(seeds, 1.0, 0.9)  # noqa: E731 - fresh streams each time
+    once = decode(model, shared_prefix_batch(model, seqs, 0, "cpu"), 8, [], pick=sampler().draw, repeat=3)
+    rows = [s for s in seqs for _ in range(3)]
+    thrice = decode(model, shared_prefix_batch(model, rows, 0, "cpu"), 8, [], pick=sampler().draw)
+    assert once == thrice and len(once) == 12
+    assert len({tuple(r) for r in once[:3]}) > 1  # a prompt's copies sample apart
 
 
 def test_processor_settings_keep_generate(tiny_hf_model_dir):

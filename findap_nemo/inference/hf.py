@@ -112,18 +112,18 @@ class HFEngine(ContextFit, HFCausalLM):
         sample = temperature > 0
         for start in range(0, len(order), per_call):
             idx = order[start:start + per_call]
-            # each prompt n times, in a row: the prompt's prefill is shared by its n samples (and the batch's
-            # common prefix by all), the rows in num_return_sequences' order
+            # each prompt's n samples in a row (num_return_sequences' order); the batch's common prefix is
+            # prefilled once for all
             fitted = {i: self._fit(prompts[i], max_new_tokens) for i in idx}  # each cut prompt counted once
-            rows = [fitted[i] for i in idx for _ in range(n)]
             sampler = RowSeededSampler([s for i in idx for s in row_seeds(seeds[i], n)], temperature, top_p) \
                 if sample and seeds is not None else None
-            batch = self._batch(rows)
             if self.drop_finished and (sampler is not None or not sample):
-                # rows leave the batch as they stop (hf_batching.decode); seeded rows keep their own streams
-                new = decode(self.model, batch, max_new_tokens, self.stop_ids,
-                             pick=sampler.draw if sampler is not None else None)
+                # rows leave the batch as they stop (hf_batching.decode); seeded rows keep their own streams; each
+                # prompt is prefilled once for its n samples
+                new = decode(self.model, self._batch([fitted[i] for i in idx]), max_new_tokens, self.stop_ids,
+                             pick=sampler.draw if sampler is not None else None, repeat=n)
             else:
+                batch = self._batch([fitted[i] for i in idx for _ in range(n)])
                 if sampler is not None:  # greedy over one-hot scores: the token each row's own stream drew
                     kwargs = dict(do_sample=False, temperature=None, top_p=None, top_k=None,
                                   logits_processor=LogitsProcessorList([sampler]))

@@ -181,14 +181,19 @@ def plain_greedy(model) -> bool:
     return all(getattr(gc, key, None) == getattr(default, key, None) for key in _GREEDY_ALTERING)
 
 
-def decode(model, batch: SharedPrefixBatch, max_new_tokens: int, stop_ids: list[int], pick=None) -> list[list[int]]:
+def decode(model, batch: SharedPrefixBatch, max_new_tokens: int, stop_ids: list[int], pick=None,
+           repeat: int = 1) -> list[list[int]]:
     """Decoding that takes each row out of the batch as soon as it stops (a stop token), instead of computing it
     until the slowest row is done as ``generate`` does: a batch of short answers with a few long ones costs about
     its answers' tokens, not rows x the longest answer. Returns each row's new tokens, its stop token last if it
     stopped (as ``generate`` leaves them).
 
+    ``repeat``: decode each row of ``batch`` that many times (row k's copies are rows k*repeat ... of the result,
+    ``generate(num_return_sequences=repeat)``'s order). Each prompt is prefilled once and its KV cache copied, so
+    n samples of a prompt cost one prefill, not n.
+
     ``pick(logits, rows)`` chooses the next token of every row still in the batch (``rows``: their indices in the
-    original batch, for per-row random streams); argmax by default, which gives ``generate(do_sample=False)``'s
+    expanded batch, for per-row random streams); argmax by default, which gives ``generate(do_sample=False)``'s
     tokens for a :func:`plain_greedy` model (tested)."""
     import torch
 
@@ -201,14 +206,17 @@ def decode(model, batch: SharedPrefixBatch, max_new_tokens: int, stop_ids: list[
     pick = pick or (lambda logits, rows: logits.argmax(-1))
     mask, pos = batch.attention_mask, batch.suffix_positions[:, -1:]
     stop = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=mask.device)
-    rows = torch.arange(mask.shape[0], device=mask.device)  # batch position -> original row
-    out: list[list[int]] = [[] for _ in range(mask.shape[0])]
+    out: list[list[int]] = [[] for _ in range(mask.shape[0] * repeat)]
     if max_new_tokens < 1:
         return out
     with torch.inference_mode():
         first = dict(input_ids=batch.suffix_ids, attention_mask=mask, position_ids=batch.suffix_positions,
                      **{key: cache})
         logits = model(**first, use_cache=True, logits_to_keep=1).logits[:, -1]
+        if repeat > 1:  # the prefilled rows, each copied in place
+            cache.batch_repeat_interleave(repeat)
+            logits, mask, pos = (t.repeat_interleave(repeat, dim=0) for t in (logits, mask, pos))
+        rows = torch.arange(mask.shape[0], device=mask.device)  # batch position -> original row
         for step in range(max_new_tokens):
             nxt = pick(logits, rows).to(mask.device)
             going = ~torch.isin(nxt, stop)
