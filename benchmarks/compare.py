@@ -3,8 +3,10 @@
 Training step: findap-nemo's real ``Trainer.train_step`` (megatron-core GPTModel, local layer spec, megatron's
 optimizer, the per-token masked loss, mock packed data) against a plain Hugging Face loop of the same shape and
 parameter count: ``LlamaForCausalLM`` (SDPA attention) + ``torch.optim.AdamW`` with its defaults, the same
-micro-batches, gradient accumulation, masked per-token loss and gradient clipping. A third row runs findap-nemo as
-it was before its CPU fast paths (megatron's unfused attention, torch's for-loop Adam) to show what they bring.
+micro-batches, gradient accumulation, masked per-token loss and gradient clipping. One process is data-parallel
+size 1, where megatron's default optimizer is the plain one (the distributed optimizer has nothing to shard there and
+only adds buffers: its own row shows what). A last row runs findap-nemo as it was before its CPU fast paths
+(megatron's unfused attention, torch's for-loop Adam, the distributed optimizer) to show what they bring.
 
 Every measurement is its own child process (OMP_NUM_THREADS=1), started in turn (ABC, BCA, CAB, ...) so machine
 load drifts over all of them alike, or with ``--concurrent`` a repetition's children all at once (same load). CPU seconds (``time.process_time`` in the child) are the headline: on a shared
@@ -41,6 +43,7 @@ SHAPES = {
 }
 IMPLS = {
     "findap-nemo": "findap-nemo train step (SDPA attention, fused Adam)",
+    "findap-nemo-distopt": "findap-nemo train step, distributed optimizer at DP1",
     "hf": "HF LlamaForCausalLM + torch AdamW loop",
     "findap-nemo-before": "findap-nemo train step, unfused attention + for-loop Adam (before)",
 }
@@ -59,7 +62,7 @@ def _mock_batches(shape: dict, step: int):
     return [default_collate([ds[start + m * mbs + j] for j in range(mbs)]) for m in range(gbs // mbs)]
 
 
-def _megatron_stepper(shape: dict, before: bool):
+def _megatron_stepper(shape: dict, before: bool, distopt: bool):
     from findap_nemo.config import load_config
     from findap_nemo.train.config import TrainJobConfig
     from findap_nemo.parallel import init_distributed
@@ -75,7 +78,8 @@ def _megatron_stepper(shape: dict, before: bool):
                   f"schedule.global_batch_size={shape['global_batch_size']}", "schedule.train_iters=1000",
                   f"optim.lr={LR}", f"optim.min_lr={LR}", "optim.lr_decay_style=constant",
                   "optim.lr_warmup_fraction=null", "optim.lr_warmup_iters=0", f"optim.clip_grad={CLIP}",
-                  "model.make_vocab_size_divisible_by=128", "data.mock=true", "checkpoint.save=null"]
+                  "model.make_vocab_size_divisible_by=128", "data.mock=true", "checkpoint.save=null",
+                  f"parallel.use_distributed_optimizer={distopt or before}"]
     if before:
         overrides.append("model.attention_backend=unfused")
     cfg = load_config(TrainJobConfig, str(REPO / "configs/train/tiny_cpu.yaml"), overrides)
@@ -133,7 +137,10 @@ def child(impl: str, shape_name: str, warmup: int, steps: int) -> dict:
         defer_torch_compile()
     shape = SHAPES[shape_name]
     t0 = time.process_time()
-    step, params = _hf_stepper(shape) if impl == "hf" else _megatron_stepper(shape, before=impl.endswith("before"))
+    if impl == "hf":
+        step, params = _hf_stepper(shape)
+    else:
+        step, params = _megatron_stepper(shape, before=impl.endswith("before"), distopt=impl.endswith("distopt"))
     setup_cpu = time.process_time() - t0
     for _ in range(warmup):
         step()
@@ -225,7 +232,8 @@ def main() -> int:
     impls = args.impls.split(",")
     unknown = [i for i in impls if i not in IMPLS]
     if unknown or "findap-nemo" not in impls or "hf" not in impls:
-        ap.error(f"--impls: {unknown or impls}: use findap-nemo, hf and optionally findap-nemo-before")
+        ap.error(f"--impls: {unknown or impls}: use findap-nemo, hf and optionally findap-nemo-distopt, "
+                 "findap-nemo-before")
     meta = {"command": "python benchmarks/compare.py " + " ".join(sys.argv[1:]), "shape": args.shape,
             "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "reps": args.reps, "warmup": args.warmup,

@@ -83,8 +83,10 @@ def test_sdpa_attention_trains_like_unfused(case, init_ckpt, reference, tmp_path
 
 @pytest.mark.slow
 def test_loss_decreases(tmp_path):
-    cli("train", *CONFIG, "logging.progress_bar=false", "schedule.train_iters=40", "schedule.eval_interval=10",
-        "checkpoint.save_interval=null", f"checkpoint.save={tmp_path}")
+    out = cli("train", *CONFIG, "logging.progress_bar=false", "schedule.train_iters=40", "schedule.eval_interval=10",
+              "checkpoint.save_interval=null", f"checkpoint.save={tmp_path}")
+    # one process with the tiny config's distributed optimizer: said, and how to drop it
+    assert "use_distributed_optimizer=true at data-parallel size 1 shards nothing" in out.stdout, out.stdout[-2000:]
     rows = metrics(tmp_path / "metrics.jsonl")
     train = [r["lm_loss"] for r in rows]
     valid = [r["valid/lm_loss"] for r in rows if "valid/lm_loss" in r]
@@ -204,7 +206,8 @@ def test_dp_reshardable_optimizer_resumes_at_its_layout_only(init_ckpt, referenc
     base = [*CONFIG, *COMMON, f"schedule.train_iters={ITERS}", f"checkpoint.save={save}",
             f"checkpoint.pretrained={init_ckpt}", "parallel.use_distributed_optimizer=true",
             "checkpoint.optimizer_sharding=dp_reshardable"]
-    cli("train", "--nproc-per-node", "2", *base, f"schedule.exit_interval={ITERS // 2}")
+    first = cli("train", "--nproc-per-node", "2", *base, f"schedule.exit_interval={ITERS // 2}")
+    assert "shards nothing" not in first.stdout + first.stderr  # DP2: the distributed optimizer shards
     refused = cli("train", "--nproc-per-node", "2", *base, "parallel.tensor_model_parallel_size=2", check=False)
     assert refused.returncode != 0
     assert "saved dp_reshardable at PP1 x TP1 and resumes only at that layout" in refused.stderr, refused.stderr[-3000:]
