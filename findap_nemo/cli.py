@@ -15,25 +15,27 @@ class Stage(NamedTuple):
     module: str  # exposes add_arguments(parser) and run(args) -> int; its docstring is the stage's epilog
     help: str  # one line
     schema: Optional[str] = None  # "module:Class" of the root config (--help-config); none: flags only
+    megatron: bool = False  # its processes import megatron-core: torch.compile is deferred first (deferred_compile.py)
+    checkpoints_on_signal: bool = False  # answers SIGTERM/SIGUSR1 with a checkpoint and exit 75 (noted from the start)
 
 
 STAGES: dict[str, Stage] = {
     "data": Stage("findap_nemo.data.cli", "build the blended CPT+IT dataset (Megatron .bin/.idx + manifest) from a data recipe",
-                  "findap_nemo.data.config:DataRecipe"),
+                  "findap_nemo.data.config:DataRecipe", megatron=True),
     "train": Stage("findap_nemo.train.cli", "joint CPT+IT training of a Llama-architecture GPT on megatron-core (TP/PP/SP/DP)",
-                   "findap_nemo.train.config:TrainJobConfig"),
+                   "findap_nemo.train.config:TrainJobConfig", megatron=True, checkpoints_on_signal=True),
     "convert": Stage("findap_nemo.convert.cli", "convert checkpoints: gguf-to-hf, hf-to-mcore, mcore-to-hf",
-                     "findap_nemo.convert.config:ConvertConfig"),
+                     "findap_nemo.convert.config:ConvertConfig", megatron=True),
     "genrm": Stage("findap_nemo.genrm.cli", "sample solutions, judge them with a generative reward model (FAP/SCP), write preference pairs",
                    "findap_nemo.genrm.config:GenRMConfig"),
     "dpo": Stage("findap_nemo.dpo.cli", "preference training (DPO/IPO/RPO) on megatron-core with a frozen reference policy",
-                 "findap_nemo.dpo.config:DPOJobConfig"),
+                 "findap_nemo.dpo.config:DPOJobConfig", megatron=True, checkpoints_on_signal=True),
     "eval": Stage("findap_nemo.eval.cli", "FinEval: evaluate HF checkpoints on similar, novel, general and instruction-following tasks",
                   "findap_nemo.eval.config:EvalConfig"),
     "slurm": Stage("findap_nemo.slurm.cli", "render/submit sbatch jobs and stage pipelines, with auto-resume; job status",
                    "findap_nemo.slurm.config:SlurmConfig"),
     "plan": Stage("findap_nemo.plan.cli", "rank TP/PP/VPP/CP/DP layouts by estimated memory and step time for a cluster",
-                  "findap_nemo.plan.config:PlanJobConfig"),
+                  "findap_nemo.plan.config:PlanJobConfig", megatron=True),
     "run": Stage("findap_nemo.pipeline.cli", "run the whole FinDAP pipeline (data -> train -> convert -> genrm -> dpo -> eval -> report)",
                  "findap_nemo.pipeline.config:PipelineConfig"),
     "ablate": Stage("findap_nemo.ablate.cli", "the paper's recipe comparisons: variants of a pipeline (shared stages once), compared on FinEval",
@@ -80,12 +82,6 @@ def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-SIGNAL_CHECKPOINT_STAGES = {"train", "dpo"}
-"""Stages that answer SIGTERM/SIGUSR1 with a checkpoint and exit 75 (the signal is noted from the very start)."""
-
-MEGATRON_STAGES = {"data", "train", "convert", "dpo", "plan"}
-"""Stages whose processes import megatron-core: torch.compile is deferred first (see deferred_compile.py)."""
-
 # Known, harmless notices from megatron-core on machines without apex/TE, and deprecations inside torch that
 # megatron-core's checkpointing and distributed optimizer trigger (nothing a user can act on; each rank printed them
 # on every save and step); hidden so real warnings stand out.
@@ -130,15 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     from findap_nemo.config import ConfigError
     from findap_nemo.storage import StorageError
 
-    if args.stage in SIGNAL_CHECKPOINT_STAGES and not getattr(args, "print_config", False):
+    stage = STAGES[args.stage]
+    working = not getattr(args, "print_config", False)
+    if stage.checkpoints_on_signal and working:
         from findap_nemo.supervise import install_preemption_flag
 
         install_preemption_flag()
-    if args.stage in MEGATRON_STAGES and not getattr(args, "print_config", False):
+    if stage.megatron and working:
         from findap_nemo.deferred_compile import defer_torch_compile
 
         defer_torch_compile()
-    module = importlib.import_module(STAGES[args.stage].module)
+    module = importlib.import_module(stage.module)
     try:
         return int(module.run(args) or 0)
     except ConfigError as err:

@@ -15,6 +15,8 @@ import functools
 import torch
 
 _EAGER_COMPILE = torch.compile
+compiled_functions: list[str] = []
+"""The deferred functions compiled so far in this process (module.qualname), in call order."""
 
 
 def _deferred_compile(model=None, **options):
@@ -29,9 +31,14 @@ def _deferred_compile(model=None, **options):
         nonlocal compiled
         if compiled is None:
             compiled = _EAGER_COMPILE(model, **options)
+            _record(model)
         return compiled(*args, **kwargs)
 
     return run
+
+
+def _record(fn) -> None:
+    compiled_functions.append(f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}")
 
 
 def defer_torch_compile() -> None:

@@ -10,7 +10,7 @@ import torch
 
 from helpers import REPO, env
 
-from findap_nemo.deferred_compile import defer_torch_compile
+from findap_nemo.deferred_compile import compiled_functions, defer_torch_compile
 
 
 def _python(code: str) -> str:
@@ -63,6 +63,29 @@ def test_deferred_function_compiles_on_first_call_with_its_options(monkeypatch):
     torch.testing.assert_close(gelu_plus(x, y), torch.nn.functional.gelu(x) + y)
     gelu_plus(x, y)
     assert calls == [{"backend": "eager", "dynamic": False}]  # compiled once, with the decorator's options
+    assert compiled_functions[-1].endswith("gelu_plus")  # and recorded
+
+
+@pytest.mark.slow
+def test_cpu_training_steps_call_no_deferred_kernel():
+    """The deferral's premise: megatron's fusions are off on CPU, so training steps never compile one of them (the
+    record of compiled kernels stays empty; the previous test shows that a call would land there)."""
+    out = _python("""
+from findap_nemo.deferred_compile import compiled_functions, defer_torch_compile
+defer_torch_compile()
+from findap_nemo.config import load_config
+from findap_nemo.parallel import init_distributed
+from findap_nemo.train.config import TrainJobConfig
+from findap_nemo.train.gpt_step import make_gpt_forward_step
+from findap_nemo.train.run import build_datasets
+from findap_nemo.train.trainer import Trainer
+cfg = load_config(TrainJobConfig, "configs/train/tiny_cpu.yaml", ["checkpoint.save=null", "schedule.train_iters=2"])
+init_distributed(cfg.parallel, cfg.schedule.seed)
+trainer = Trainer(cfg, make_gpt_forward_step(False), build_datasets(cfg, seed=cfg.schedule.seed))
+losses = [trainer.train_step()["lm_loss"] for _ in range(2)]
+print(len(losses), compiled_functions)
+""")
+    assert out.strip().splitlines()[-1] == "2 []"
 
 
 def test_modules_still_compile_eagerly(monkeypatch):

@@ -21,7 +21,7 @@ from findap_nemo.slurm.cli import split_stage_command
 from findap_nemo.slurm.config import SlurmConfig
 from findap_nemo.slurm.render import job_python
 
-MEGATRON_STAGES = {"train_cpt", "train", "dpo"}  # one rank per GPU; the others run one process per job
+MULTI_RANK_KINDS = {"train_cpt", "train", "dpo"}  # one rank per GPU; the others run one process per job
 
 
 def _job(name: str, kind: str, cmd: list[str], python: str) -> dict:
@@ -35,7 +35,7 @@ def _job(name: str, kind: str, cmd: list[str], python: str) -> dict:
         job.update(name=name, args=args)
     else:  # a module run directly (the random base model's bootstrap)
         job = {"name": name, "command": shlex.join([python, *cmd[1:]])}
-    job["resume"] = kind in MEGATRON_STAGES  # the stages that checkpoint on the pre-timeout signal and requeue
+    job["resume"] = kind in MULTI_RANK_KINDS  # the stages that checkpoint on the pre-timeout signal and requeue
     return job
 
 
@@ -58,7 +58,7 @@ def slurm_config(cfg: AblationConfig, vs: list[Variant], cluster_yaml: str, over
             cmd = st.command()
             job = _job(st.name, kind, cmd, python)
             job["depends_on"] = [up.name for up in reads_from(cmd, v.stages[:i])]
-            res = {} if kind in MEGATRON_STAGES else dict(one_task)
+            res = {} if kind in MULTI_RANK_KINDS else dict(one_task)
             res.update(cfg.slurm_resources.get(kind) or cfg.slurm_resources.get(kind.removesuffix("_cpt")) or {})
             if res:
                 job["resources"] = res
