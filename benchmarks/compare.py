@@ -150,8 +150,27 @@ def child(impl: str, shape_name: str, warmup: int, steps: int) -> dict:
         losses.append(step())
         cpu.append(time.process_time() - c)
         wall.append(time.perf_counter() - w)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the profiler's own allocations
     return {"impl": impl, "params": params, "setup_cpu_s": setup_cpu, "cpu_s": cpu, "wall_s": wall,
-            "losses": losses, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "losses": losses, "peak_rss_mib": peak, "kernels": _profile_step(step)}
+
+
+def _profile_step(step) -> dict:
+    """Self CPU seconds of one more step by kernel class (torch.profiler): the matrix multiplies and attention that
+    any implementation of the same model must run, and everything else."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    out = {"matmul": 0.0, "attention": 0.0, "total": 0.0}
+    for ev in prof.key_averages():
+        t = ev.self_cpu_time_total / 1e6
+        out["total"] += t
+        if ev.key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"):
+            out["matmul"] += t
+        elif "scaled_dot_product" in ev.key:
+            out["attention"] += t
+    return out
 
 
 def _run_children(impls: list[str], args) -> dict[str, dict]:
@@ -183,7 +202,8 @@ def _summary(runs: list[dict]) -> dict:
             "wall_s_min": min(wall), "wall_s_median": statistics.median(wall),
             "peak_rss_mib_max": max(r["peak_rss_mib"] for r in runs),
             "peak_rss_mib_median": statistics.median(r["peak_rss_mib"] for r in runs),
-            "loss_last": runs[-1]["losses"][-1], "repetitions": len(runs)}
+            "loss_last": runs[-1]["losses"][-1], "repetitions": len(runs),
+            "kernels": {k: statistics.median(r["kernels"][k] for r in runs) for k in runs[0]["kernels"]}}
 
 
 def write_tables(meta: dict, results: dict) -> None:
@@ -210,7 +230,17 @@ def write_tables(meta: dict, results: dict) -> None:
         lines.append(f"| {IMPLS[impl]} | {r['cpu_s_min']:.3f} / {r['cpu_s_median']:.3f} | {r['wall_s_min']:.3f} / "
                      f"{r['wall_s_median']:.3f} | {r['peak_rss_mib_median']:.0f} | {ratio:.2f}x |")
     lines += ["", "The last column is throughput relative to the HF loop (> 1: faster than HF), from median CPU "
-              "seconds. Wall times are inflated by other load on the shared machine."]
+              "seconds. Wall times are inflated by other load on the shared machine.", "",
+              "Where a step's CPU time goes (one more step per child under torch.profiler, medians; self CPU seconds):",
+              "", "| run | profiled step | matmul | attention | rest | matmul + attention share |", "|---|---|---|---|---|---|"]
+    for impl, r in results.items():
+        k = r["kernels"]
+        core = k["matmul"] + k["attention"]
+        lines.append(f"| {IMPLS[impl]} | {k['total']:.3f} | {k['matmul']:.3f} | {k['attention']:.3f} | "
+                     f"{k['total'] - core:.3f} | {core / k['total']:.0%} |")
+    core = ours["kernels"]["matmul"] + ours["kernels"]["attention"]
+    lines += ["", f"Bound: with nothing but its matmuls and attention left, findap-nemo's step would take {core:.3f} s, "
+              f"{alt['cpu_s_median'] / core:.2f}x the HF loop's median step."]
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

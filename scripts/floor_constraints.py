@@ -1,8 +1,8 @@
 """Print pip constraints that pin every dependency of pyproject.toml to its declared floor (``>=X`` -> ``==X``).
 
-The CI's Python 3.11 leg installs with these, so each floor the project declares is a version that was actually
-tested (the Python 3.12 leg tests the newest releases). torch is left out: the environment pins it (TORCH_SPEC on
-CPU machines, the container's own build on GPU clusters).
+`FLOORS=1 bash scripts/setup.sh` installs with these, so that each floor the project declares can be run as a whole
+(README: Tested versions); CI's legs test the newest releases. torch is left out: the environment pins it
+(TORCH_SPEC on CPU machines, the container's own build on GPU clusters).
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ def _python(code: str) -> str:
 
 
 def test_megatron_import_and_model_build_skip_the_compiler():
-    """megatron-core's ~40 torch.compile decorations no longer import dynamo/inductor; without the deferral they do
-    (the control proves the check can fail)."""
+    """megatron-core's ~40 torch.compile decorations no longer set up the compiler (inductor); without the deferral
+    they do (the control proves the check can fail)."""
     code = """
 import sys
 {defer}
@@ -38,8 +38,9 @@ print(sorted(m for m in ("torch._dynamo", "torch._inductor.compile_fx") if m in 
     deferred = _python(code.format(defer="from findap_nemo.deferred_compile import defer_torch_compile; "
                                          "defer_torch_compile()"))
     eager = _python(code.format(defer=""))
-    assert deferred.strip().splitlines()[-1] == "[]"
-    assert "torch._dynamo" in eager.strip().splitlines()[-1]
+    # older torch (2.8) imports dynamo itself (torch.distributed.fsdp); the compiler set-up (inductor) is what is avoided
+    assert "torch._inductor.compile_fx" not in deferred.strip().splitlines()[-1]
+    assert "torch._inductor.compile_fx" in eager.strip().splitlines()[-1]
 
 
 def test_deferred_function_compiles_on_first_call_with_its_options(monkeypatch):
