@@ -7,6 +7,7 @@ so every code path (template rendering, assistant masks, EOS handling) is the on
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Iterable
@@ -195,9 +196,16 @@ def _train_bpe(texts: Iterable[str], out_dir: str | os.PathLike, vocab_size: int
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_tokens,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tk.train_from_iterator(texts, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tk, **special_kwargs)
+    # a causal LM takes ids and mask only: transformers 4.x would also emit token_type_ids, which generate() rejects
+    fast = PreTrainedTokenizerFast(tokenizer_object=tk, model_input_names=["input_ids", "attention_mask"],
+                                   **special_kwargs)
     fast.chat_template = chat_template
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(str(out))
+    # transformers 5 names its own class (TokenizersBackend) in the config, which 4.x cannot load; this one loads in both
+    cfg_path = out / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return load_tokenizer(out)
