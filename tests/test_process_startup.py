@@ -33,7 +33,9 @@ from findap_nemo.parallel import init_distributed
 cfg = load_config(TrainJobConfig, "configs/train/tiny_cpu.yaml", [])
 init_distributed(cfg.parallel, 0)
 build_model(cfg.model, cfg.parallel, cfg.precision, wrap_with_ddp=False)
-print(sorted(m for m in ("torch._dynamo", "torch._inductor.compile_fx") if m in sys.modules))
+print(sorted(m for m in ("torch._dynamo", "torch._inductor.compile_fx") if m in sys.modules), flush=True)
+from findap_nemo.parallel import destroy_distributed
+destroy_distributed()
 """
     deferred = _python(code.format(defer="from findap_nemo.deferred_compile import defer_torch_compile; "
                                          "defer_torch_compile()"))
@@ -84,7 +86,9 @@ cfg = load_config(TrainJobConfig, "configs/train/tiny_cpu.yaml", ["checkpoint.sa
 init_distributed(cfg.parallel, cfg.schedule.seed)
 trainer = Trainer(cfg, make_gpt_forward_step(False), build_datasets(cfg, seed=cfg.schedule.seed))
 losses = [trainer.train_step()["lm_loss"] for _ in range(2)]
-print(len(losses), compiled_functions)
+print(len(losses), compiled_functions, flush=True)
+from findap_nemo.parallel import destroy_distributed
+destroy_distributed()  # gloo's threads joined before exit, as the CLI does (an abort at exit otherwise, under load)
 """)
     assert out.strip().splitlines()[-1] == "2 []"
 
