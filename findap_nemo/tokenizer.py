@@ -7,7 +7,6 @@ so every code path (template rendering, assistant masks, EOS handling) is the on
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Iterable
@@ -196,16 +195,29 @@ def _train_bpe(texts: Iterable[str], out_dir: str | os.PathLike, vocab_size: int
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_tokens,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tk.train_from_iterator(texts, trainer=trainer)
-    # a causal LM takes ids and mask only: transformers 4.x would also emit token_type_ids, which generate() rejects
-    fast = PreTrainedTokenizerFast(tokenizer_object=tk, model_input_names=["input_ids", "attention_mask"],
-                                   **special_kwargs)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tk, **special_kwargs)
     fast.chat_template = chat_template
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(str(out))
-    # transformers 5 names its own class (TokenizersBackend) in the config, which 4.x cannot load; this one loads in both
-    cfg_path = out / "tokenizer_config.json"
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
-    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    make_tokenizer_config_portable(out / "tokenizer_config.json")
     return load_tokenizer(out)
+
+
+def make_tokenizer_config_portable(path: Path, model_max_length: int | None = None) -> None:
+    """Make a saved ``tokenizer_config.json`` load the same under transformers 4.x and 5.x: name the class every
+    release knows (5.x writes its own ``TokenizersBackend``, which 4.x cannot load), take ids and mask only (4.x
+    would also emit ``token_type_ids``, which ``generate()`` rejects), drop where it was saved from, and optionally
+    give the model's context length instead of transformers' 1e30 placeholder."""
+    from findap_nemo.files import read_json, write_json_atomic
+
+    if not path.is_file():
+        return
+    cfg = read_json(path)
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg["model_input_names"] = ["input_ids", "attention_mask"]
+    if model_max_length:
+        cfg["model_max_length"] = int(model_max_length)
+    for key in ("is_local", "local_files_only", "name_or_path"):
+        cfg.pop(key, None)
+    write_json_atomic(path, cfg)

@@ -20,6 +20,7 @@ import numpy as np
 
 from findap_nemo.config import ConfigError
 from findap_nemo.convert.output import atomic_dir, check_output
+from findap_nemo.tokenizer import make_tokenizer_config_portable
 
 PACKAGE_PREFIX = "package:"
 GGUF_MAGIC = b"GGUF"
@@ -113,7 +114,7 @@ def convert_gguf_to_hf(gguf: str, out: str | Path, *, force: bool = False, dtype
         gen = generation_config(tok, {k: hf_cfg[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")
                                       if hf_cfg.get(k) is not None})
         (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
-        _portable_tokenizer_config(tmp / "tokenizer_config.json", hf_cfg)
+        make_tokenizer_config_portable(tmp / "tokenizer_config.json", hf_cfg.get("max_position_embeddings"))
         seconds = time.perf_counter() - start
         record = {
             "direction": "gguf-to-hf", "source": str(path.absolute()), "output": str(Path(out).absolute()),
@@ -177,20 +178,3 @@ def _gguf_bos_eos(path: Path) -> dict[str, str]:
             if 0 <= tid < len(tokens.data):
                 out[name] = bytes(tokens.parts[tokens.data[tid]]).decode("utf-8")
     return out
-
-
-def _portable_tokenizer_config(path: Path, hf_cfg: dict) -> None:
-    """Name the tokenizer class every transformers release knows (4.x has no ``TokenizersBackend``) and give it
-    the model's context length instead of transformers' 1e30 placeholder."""
-    if not path.is_file():
-        return
-    cfg = json.loads(path.read_text(encoding="utf-8"))
-    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
-    # A causal LM takes ids and mask only; under transformers 4.x this tokenizer class also emits token_type_ids,
-    # which generate() rejects.
-    cfg["model_input_names"] = ["input_ids", "attention_mask"]
-    if hf_cfg.get("max_position_embeddings"):
-        cfg["model_max_length"] = int(hf_cfg["max_position_embeddings"])
-    for key in ("is_local", "local_files_only", "name_or_path"):
-        cfg.pop(key, None)
-    path.write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")

@@ -125,7 +125,7 @@ class Trainer:
         if cfg.parallel.use_distributed_optimizer and ps.get_data_parallel_world_size() == 1:
             # legal (megatron runs it), but one data-parallel rank holds the whole optimizer state either way
             print_rank0(f"[{name}] note: parallel.use_distributed_optimizer=true at data-parallel size 1 shards "
-                        "nothing and adds buffers (9% more peak memory in benchmarks/compare.py); "
+                        "nothing and adds buffers (its own row in benchmarks/compare.py); "
                         "parallel.use_distributed_optimizer=false is megatron's default there")
         dtype = params_dtype(cfg.precision)
         o = cfg.optim
